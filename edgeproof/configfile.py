@@ -1,0 +1,104 @@
+"""Load a YAML file into a pydantic model, with errors that name the file, the line and the field.
+
+`${NAME}` and `${NAME:-default}` in string values are replaced from the environment, so secrets
+and per-host values stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+M = TypeVar("M", bound=BaseModel)
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class ConfigError(Exception):
+    """A configuration file is unreadable or invalid; str() is ready to show to a user."""
+
+    def __init__(self, path: Path, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        super().__init__("\n".join(f"{path}:{p}" for p in problems))
+
+
+def _expand_env(text: str, path: Path, line: int) -> str:
+    def sub(m: re.Match[str]) -> str:
+        value = os.environ.get(m.group(1), m.group(2))
+        if value is None:
+            raise ConfigError(path, [f"{line}: environment variable {m.group(1)} is not set"])
+        return value
+
+    return _ENV.sub(sub, text)
+
+
+def _to_python(node: yaml.Node, path: Path) -> Any:
+    """Plain Python data from a composed YAML node (keeps YAML 1.1 scalar typing)."""
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = _to_python(key_node, path)
+            if key in out:
+                raise ConfigError(path, [f"{key_node.start_mark.line + 1}: duplicate key {key!r}"])
+            out[key] = _to_python(value_node, path)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(n, path) for n in node.value]
+    assert isinstance(node, yaml.ScalarNode)
+    if node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
+        node = yaml.ScalarNode(node.tag, _expand_env(node.value, path, node.start_mark.line + 1), node.start_mark)
+    return yaml.SafeLoader(stream="").construct_object(node, deep=True)
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the deepest node along `loc` that exists in the document."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+            if match is None:
+                key = next((k for k, _ in node.value if k.value == str(part)), None)
+                return key.start_mark.line + 1 if key is not None else line
+            node = match
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+        else:
+            break
+        line = node.start_mark.line + 1
+    return line
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(document)"
+
+
+def load_yaml_model(path: str | Path, model: type[M]) -> M:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(path, [f" cannot read: {e.strerror}"]) from e
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{mark.line + 1}" if mark is not None else "1"
+        raise ConfigError(path, [f"{where}: invalid YAML: {getattr(e, 'problem', e)}"]) from e
+    data = _to_python(root, path) if root is not None else {}
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        problems = []
+        for err in e.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            problems.append(f"{_line_of(root, loc) or 1}: {_field_path(loc)}: {err['msg']}")
+        raise ConfigError(path, problems) from None

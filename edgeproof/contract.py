@@ -1,0 +1,148 @@
+"""The edge → cloud message contract (version 1): topics and payload models.
+
+Imported by both the agent and the ingest; depends on pydantic and the indicator models only.
+Every sequenced message carries the agent id, the boot id and a per-agent sequence number that
+survives restarts, so the cloud can prove what arrived, what is missing and what is duplicated.
+The retained status message is the only unsequenced one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+
+from edgeproof.indicators import ProcessInfo, RegisteredMachine, SiteRatios, TimeElements
+
+CONTRACT_VERSION = 1
+TOPIC_ROOT = f"edgeproof/v{CONTRACT_VERSION}"
+INGEST_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+"
+
+MachineState = Literal[
+    "RUNNING", "SETUP", "MICRO_STOP", "IDLE", "FAULT", "PLANNED_STOP", "NOT_SCHEDULED", "UNKNOWN"
+]
+MACHINE_STATES: tuple[str, ...] = MachineState.__args__  # type: ignore[attr-defined]
+
+
+def topic(agent_id: str, kind: str) -> str:
+    return f"{TOPIC_ROOT}/{agent_id}/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str] | None:
+    """(agent_id, kind) of a contract topic, or None for anything else."""
+    parts = name.split("/")
+    if len(parts) != 4 or "/".join(parts[:2]) != TOPIC_ROOT or not parts[2] or not parts[3]:
+        return None
+    return parts[2], parts[3]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StatusMessage(_Strict):
+    """Retained on `<root>/<agent>/status`; the broker publishes the offline one as last will."""
+
+    v: Literal[1] = 1
+    kind: Literal["status"] = "status"
+    agent_id: str
+    boot_id: str
+    online: bool
+    at: AwareDatetime | None = None
+
+
+class _Sequenced(_Strict):
+    v: Literal[1] = 1
+    agent_id: str = Field(min_length=1)
+    boot_id: str = Field(min_length=1)
+    seq: int = Field(ge=1, description="per-agent, gap-free, survives restarts")
+    produced_at: AwareDatetime = Field(description="plant clock time the message was produced, UTC")
+
+
+class Firm(_Strict):
+    name: str
+    credit_code: str | None = None
+    industry: str | None = None
+
+
+class SiteIdentity(_Strict):
+    firm: Firm
+    site: str
+    timezone: str
+
+
+class RegisterEntry(_Strict):
+    machine_id: str
+    name: str
+    machine_type: str
+    process: str | None
+    digital: bool
+    digital_basis: str | None = None
+    nc_capable: bool
+    acquired: bool
+    protocol: str | None = None
+    ideal_cycle_s: float | None = None
+
+
+class BirthMessage(_Sequenced):
+    kind: Literal["birth"] = "birth"
+    agent_version: str
+    site: SiteIdentity
+    processes: list[ProcessInfo]
+    assets: list[RegisterEntry]
+
+
+class StateInterval(_Sequenced):
+    """One closed interval of one machine's state."""
+
+    kind: Literal["state"] = "state"
+    machine_id: str
+    state: MachineState
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str | None = None
+
+
+class MachineKpi(_Sequenced):
+    """Time elements and counts of one machine over one bucket [bucket_start, bucket_end)."""
+
+    kind: Literal["kpi"] = "kpi"
+    machine_id: str
+    bucket_start: AwareDatetime
+    bucket_end: AwareDatetime
+    elements: TimeElements
+    availability: float | None
+    performance: float | None
+    quality: float | None
+    oee: float | None
+    flags: list[str] = Field(default_factory=list)
+
+
+class SiteKpi(_Sequenced):
+    """Site ratios over one bucket, with the register they were computed from."""
+
+    kind: Literal["site"] = "site"
+    bucket_start: AwareDatetime
+    bucket_end: AwareDatetime
+    machines: list[RegisteredMachine]
+    processes: list[ProcessInfo]
+    ratios: SiteRatios
+
+
+SequencedMessage = Annotated[BirthMessage | StateInterval | MachineKpi | SiteKpi, Field(discriminator="kind")]
+SEQUENCED_KINDS = ("birth", "state", "kpi", "site")
+_sequenced = TypeAdapter(SequencedMessage)
+
+
+def parse_sequenced(payload: bytes | str) -> BirthMessage | StateInterval | MachineKpi | SiteKpi:
+    """Validate one sequenced payload; raises pydantic.ValidationError with the reason."""
+    return _sequenced.validate_json(payload)
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json(exclude_none=False).encode()
+
+
+def utc_iso(t: datetime) -> str:
+    return t.isoformat().replace("+00:00", "Z")
