@@ -13,9 +13,15 @@ from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError
 
 M = TypeVar("M", bound=BaseModel)
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def located_error(loc: tuple[int | str, ...], message: str) -> PydanticCustomError:
+    """An error for a model validator that knows which field is wrong (e.g. a dangling reference)."""
+    return PydanticCustomError("reference", "{message}", {"message": message, "loc": loc})
 
 
 class ConfigError(Exception):
@@ -99,6 +105,7 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
     except ValidationError as e:
         problems = []
         for err in e.errors():
-            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+            loc = (err.get("ctx") or {}).get("loc") or err["loc"]
+            loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
             problems.append(f"{_line_of(root, loc) or 1}: {_field_path(loc)}: {err['msg']}")
         raise ConfigError(path, problems) from None

@@ -19,9 +19,7 @@ CONTRACT_VERSION = 1
 TOPIC_ROOT = f"edgeproof/v{CONTRACT_VERSION}"
 INGEST_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+"
 
-MachineState = Literal[
-    "RUNNING", "SETUP", "MICRO_STOP", "IDLE", "FAULT", "PLANNED_STOP", "NOT_SCHEDULED", "UNKNOWN"
-]
+MachineState = Literal["RUNNING", "SETUP", "MICRO_STOP", "IDLE", "FAULT", "PLANNED_STOP", "NOT_SCHEDULED", "UNKNOWN"]
 MACHINE_STATES: tuple[str, ...] = MachineState.__args__  # type: ignore[attr-defined]
 
 

@@ -215,7 +215,9 @@ def site_ratios(
         declared = [m for m in members if m.nc_capable and not m.acquired]
         basis = "measured" if measured else "declared" if declared else "none"
         key_processes.append(
-            ProcessNc(process_id=p.process_id, nc=basis != "none", basis=basis, machines=[m.machine_id for m in members])
+            ProcessNc(
+                process_id=p.process_id, nc=basis != "none", basis=basis, machines=[m.machine_id for m in members]
+            )
         )
     return SiteRatios(
         networking_rate=ScoredRatio.scored(len(networked), len(machines), "empty asset register"),
@@ -223,9 +225,7 @@ def site_ratios(
         networked_over_digital=Ratio.of(
             len([m for m in digital if m.machine_id in networked]), len(digital), "no digital equipment"
         ),
-        nc_rate_key_processes=Ratio.of(
-            sum(1 for p in key_processes if p.nc), len(key_processes), "no key processes"
-        ),
+        nc_rate_key_processes=Ratio.of(sum(1 for p in key_processes if p.nc), len(key_processes), "no key processes"),
         coverage=coverage,
         key_processes=key_processes,
         networked_min_coverage=networked_min_coverage,

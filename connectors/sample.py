@@ -1,0 +1,24 @@
+"""What a connector hands to the agent: one value of one tag, with its quality and times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+Value = bool | int | float | str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    device_id: str
+    tag: str
+    value: Value
+    good: bool
+    agent_time: datetime
+    source_time: datetime | None = None
+    reason: str | None = None
+
+    @classmethod
+    def bad(cls, device_id: str, tag: str, agent_time: datetime, reason: str) -> Sample:
+        """No value: a lost connection never re-sends the last value as if it were new."""
+        return cls(device_id, tag, None, False, agent_time, None, reason)

@@ -1,0 +1,221 @@
+"""The agent: polls devices, derives machine states, integrates KPIs, publishes through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from connectors.modbus import ModbusTcpDevice
+from connectors.opcua import OpcUaDevice
+from connectors.sample import Sample
+from edge_agent.calendar import Buckets, ShiftCalendar
+from edge_agent.config import AgentConfig, Machine
+from edge_agent.kpi import ClosedBucket, ClosedInterval, MachineAccumulator
+from edge_agent.outbox import Outbox
+from edge_agent.publisher import MqttPublisher
+from edge_agent.states import StateRules
+from edgeproof import __version__
+from edgeproof.clock import Clock
+from edgeproof.contract import (
+    BirthMessage,
+    Firm,
+    MachineKpi,
+    RegisterEntry,
+    SiteIdentity,
+    SiteKpi,
+    StateInterval,
+    topic,
+)
+from edgeproof.indicators import ProcessInfo, RegisteredMachine, oee, site_ratios
+
+log = logging.getLogger(__name__)
+Device = ModbusTcpDevice | OpcUaDevice
+STALE_POLLS = 3  # a device's samples older than this many poll periods (plus timeout) count as no data
+
+
+def build_device(cfg: object) -> Device:
+    from connectors.modbus import ModbusTcpDeviceConfig
+
+    return ModbusTcpDevice(cfg) if isinstance(cfg, ModbusTcpDeviceConfig) else OpcUaDevice(cfg)  # type: ignore[arg-type]
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, clock: Clock) -> None:
+        self.config = config
+        self.clock = clock
+        self.boot_id = uuid.uuid4().hex
+        tz = ZoneInfo(config.site.timezone)
+        self.calendar = ShiftCalendar(config.calendar, tz)
+        self.buckets = Buckets(config.kpi.bucket_minutes, tz)
+        self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite")
+        self.publisher = MqttPublisher(config.mqtt, config.agent.id, self.boot_id, self.outbox, clock.now)
+        self.devices = {d.id: build_device(d) for d in config.devices}
+        self.latest: dict[str, dict[str, Sample]] = {d: {} for d in self.devices}
+        self._fresh_until: dict[str, float] = {}  # device -> monotonic deadline of its last good poll
+        self.rules = {name: StateRules(rules) for name, rules in config.state_rules.items()}
+        self.accumulators = {
+            m.id: MachineAccumulator(m.id, m.ideal_cycle_s, self.calendar, self.buckets, m.counters.bits)
+            for m in config.machines
+        }
+        self.register = [
+            RegisteredMachine(
+                machine_id=m.id, process=m.process, digital=m.digital, nc_capable=m.nc_capable, acquired=bool(m.device)
+            )
+            for m in config.machines
+        ]
+        self.processes = [ProcessInfo(process_id=p.id, key=p.key) for p in config.processes]
+        self.samples_read = 0
+
+    # --- messages -------------------------------------------------------------------------
+    def _emit(self, model: type[BirthMessage | StateInterval | MachineKpi | SiteKpi], **fields: object) -> int:
+        """Store one sequenced message in the outbox; the outbox assigns its sequence number."""
+        kind = model.model_fields["kind"].default
+
+        def make(seq: int) -> BirthMessage | StateInterval | MachineKpi | SiteKpi:
+            return model(
+                agent_id=self.config.agent.id, boot_id=self.boot_id, seq=seq, produced_at=self.clock.now(), **fields
+            )
+
+        return self.outbox.append(topic(self.config.agent.id, kind), make)
+
+    def _birth(self) -> None:
+        c = self.config
+        devices = {d.id: d.protocol for d in c.devices}
+        assets = [
+            RegisterEntry(
+                machine_id=m.id,
+                name=m.name,
+                machine_type=m.type,
+                process=m.process,
+                digital=m.digital,
+                digital_basis=m.digital_basis,
+                nc_capable=m.nc_capable,
+                acquired=m.device is not None,
+                protocol=devices.get(m.device) if m.device else None,
+                ideal_cycle_s=m.ideal_cycle_s,
+            )
+            for m in c.machines
+        ]
+        site = SiteIdentity(firm=Firm(**c.site.firm.model_dump()), site=c.site.name, timezone=c.site.timezone)
+        self._emit(BirthMessage, agent_version=__version__, site=site, processes=self.processes, assets=assets)
+
+    def _emit_intervals(self, machine_id: str, intervals: list[ClosedInterval]) -> None:
+        for iv in intervals:
+            self._emit(
+                StateInterval, machine_id=machine_id, state=iv.state, start=iv.start, end=iv.end, reason=iv.reason
+            )
+
+    def _emit_buckets(self, closed: dict[str, list[ClosedBucket]]) -> None:
+        observed_by_window: dict[tuple[datetime, datetime], dict[str, float]] = {}
+        for machine_id, buckets in closed.items():
+            for b in buckets:
+                r = oee(b.elements)
+                self._emit(
+                    MachineKpi,
+                    machine_id=machine_id,
+                    bucket_start=b.start,
+                    bucket_end=b.end,
+                    elements=b.elements,
+                    availability=r.availability.value,
+                    performance=r.performance.value,
+                    quality=r.quality.value,
+                    oee=r.oee.value,
+                    flags=r.flags,
+                )
+                observed_by_window.setdefault((b.start, b.end), {})[machine_id] = b.elements.observed_s
+        for (start, end), observed in sorted(observed_by_window.items()):
+            ratios = site_ratios(
+                self.register,
+                self.processes,
+                observed,
+                (end - start).total_seconds(),
+                self.config.kpi.networked_min_coverage,
+            )
+            self._emit(
+                SiteKpi,
+                bucket_start=start,
+                bucket_end=end,
+                machines=self.register,
+                processes=self.processes,
+                ratios=ratios,
+            )
+
+    # --- acquisition ----------------------------------------------------------------------
+    async def _poll_device(self, device: Device, stop: asyncio.Event) -> None:
+        period = device.config.poll_interval_s
+        machines = [m for m in self.config.machines if m.device == device.id]
+        while not stop.is_set():
+            started = time.monotonic()
+            samples = await device.read(self.clock.now)
+            self.samples_read += len(samples)
+            self.latest[device.id] = {s.tag: s for s in samples}
+            if any(s.good for s in samples):
+                self._fresh_until[device.id] = time.monotonic() + STALE_POLLS * period + device.config.timeout_s
+            for m in machines:
+                self._count(m, self.latest[device.id])
+            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+
+    def _count(self, machine: Machine, values: dict[str, Sample]) -> None:
+        def good(tag: str | None) -> float | None:
+            s = values.get(tag) if tag else None
+            return s.value if s is not None and s.good and isinstance(s.value, int | float) else None
+
+        parts, scrap = good(machine.counters.parts), good(machine.counters.scrap)
+        if parts is not None or scrap is not None:
+            t = next(iter(values.values())).agent_time
+            self.accumulators[machine.id].count(t, parts, scrap)
+
+    def _machine_state(self, machine: Machine) -> tuple[str, str | None]:
+        if machine.device is None or machine.state_rules is None:
+            return "UNKNOWN", "not acquired"
+        if time.monotonic() > self._fresh_until.get(machine.device, 0.0):
+            return "UNKNOWN", "no fresh data"
+        return self.rules[machine.state_rules].evaluate(self.latest[machine.device])
+
+    def evaluate(self, now: datetime) -> None:
+        """Advance every machine to `now`; publish closed state intervals and closed buckets."""
+        closed: dict[str, list[ClosedBucket]] = {}
+        for m in self.config.machines:
+            acc = self.accumulators[m.id]
+            state, reason = self._machine_state(m)
+            self._emit_intervals(m.id, acc.advance(now, state, reason))
+            done = acc.close_buckets(now)
+            if done:
+                closed[m.id] = done
+        if closed:
+            self._emit_buckets(closed)
+
+    async def _evaluate_loop(self, stop: asyncio.Event) -> None:
+        tick = min([d.poll_interval_s for d in self.config.devices] or [1.0])
+        while not stop.is_set():
+            self.evaluate(self.clock.now())
+            await asyncio.sleep(tick)
+
+    # --- lifecycle ------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
+        log.info(
+            "agent starting",
+            extra={"agent": self.config.agent.id, "boot": self.boot_id, "devices": len(self.devices)},
+        )
+        now = self.clock.now()
+        for acc in self.accumulators.values():
+            acc.start(now)
+        self._birth()
+        self.publisher.start()
+        tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.devices.values()]
+        tasks.append(asyncio.create_task(self._evaluate_loop(stop)))
+        tasks.append(asyncio.create_task(self.publisher.run(stop)))
+        try:
+            await stop.wait()
+        finally:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for d in self.devices.values():
+                await d.close()
+            drained = await self.publisher.drain(drain_timeout_s)
+            log.info("agent stopping", extra={"drained": drained, "outbox_depth": self.outbox.depth()})
+            self.publisher.stop()
+            self.outbox.close()

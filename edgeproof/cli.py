@@ -1,0 +1,43 @@
+"""`edgeproof`: one command line for the whole product.
+
+Each subcommand is owned by its package (add_arguments + run); modules load only when their
+subcommand runs, so `edgeproof agent` on an industrial PC does not import the report stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from edgeproof import __version__
+
+# name -> (module, add-arguments function, run function, help)
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "demo": ("edgeproof.demo", "add_arguments", "run", "run the simulated before/after retrofit demo, no setup"),
+    "sim": ("simulators.cli", "add_arguments", "run", "serve the simulated plant over Modbus TCP and OPC UA"),
+    "agent": ("edge_agent.cli", "add_arguments", "run", "run the edge agent on a configuration file"),
+    "ingest": ("cloud_ingest.cli", "add_ingest_arguments", "run_ingest", "run the cloud ingest (MQTT → SQLite)"),
+    "report": ("cloud_ingest.cli", "add_report_arguments", "run_report", "build before/after evidence from a store"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="edgeproof", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edgeproof {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    wanted = next((a for a in argv if a in SUBCOMMANDS), None)
+    runners = {}
+    for name, (module_name, add_name, run_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if name == wanted:  # only the chosen subcommand's module is imported
+            module = importlib.import_module(module_name)
+            getattr(module, add_name)(p)
+            runners[name] = getattr(module, run_name)
+    args = parser.parse_args(argv)
+    return int(runners[args.command](args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
