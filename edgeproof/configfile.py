@@ -1,7 +1,8 @@
 """Load a YAML file into a pydantic model, with errors that name the file, the line and the field.
 
 `${NAME}` and `${NAME:-default}` in string values are replaced from the environment, so secrets
-and per-host values stay out of the file.
+and per-host values stay out of the file. Unquoted clock times such as 06:00 stay text (YAML 1.2),
+not the base-60 integers YAML 1.1 would make of them.
 """
 
 from __future__ import annotations
@@ -56,28 +57,37 @@ def _to_python(node: yaml.Node, path: Path) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_to_python(n, path) for n in node.value]
     assert isinstance(node, yaml.ScalarNode)
+    if node.tag in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float") and ":" in node.value:
+        # YAML 1.1 reads 06:00 as the base-60 integer 360; keep clock times as text (YAML 1.2 rule)
+        return node.value
     if node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
         node = yaml.ScalarNode(node.tag, _expand_env(node.value, path, node.start_mark.line + 1), node.start_mark)
     return yaml.SafeLoader(stream="").construct_object(node, deep=True)
 
 
-def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
-    """1-based line of the deepest node along `loc` that exists in the document."""
+def _locate(root: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[int, tuple[int | str, ...]]:
+    """1-based line of the deepest node along `loc`, and `loc` without the union tags pydantic adds."""
     node = root
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
+    line = node.start_mark.line + 1 if node is not None else 1
+    path: list[int | str] = []
+    for i, part in enumerate(loc):
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == str(part)), None)
-            if match is None:
-                key = next((k for k, _ in node.value if k.value == str(part)), None)
-                return key.start_mark.line + 1 if key is not None else line
-            node = match
+            keys = {k.value: v for k, v in node.value}
+            if str(part) not in keys:
+                following = loc[i + 1] if i + 1 < len(loc) else None
+                if following is not None and str(following) in keys:
+                    continue  # a discriminated-union tag such as "modbus_tcp": not in the file
+                path.extend(loc[i:])
+                return line, tuple(path)
+            node = keys[str(part)]
         elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
             node = node.value[part]
         else:
-            break
+            path.extend(loc[i:])
+            return line, tuple(path)
+        path.append(part)
         line = node.start_mark.line + 1
-    return line
+    return line, tuple(path)
 
 
 def _field_path(loc: tuple[int | str, ...]) -> str:
@@ -107,5 +117,6 @@ def load_yaml_model(path: str | Path, model: type[M]) -> M:
         for err in e.errors():
             loc = (err.get("ctx") or {}).get("loc") or err["loc"]
             loc = tuple(p for p in loc if not (isinstance(p, str) and p.startswith("function-")))
-            problems.append(f"{_line_of(root, loc) or 1}: {_field_path(loc)}: {err['msg']}")
+            line, shown = _locate(root, loc)
+            problems.append(f"{line}: {_field_path(shown)}: {err['msg']}")
         raise ConfigError(path, problems) from None

@@ -31,6 +31,7 @@ from edgeproof.broker import EmbeddedBroker
 from edgeproof.clock import ScaledClock
 from edgeproof.indicators import TimeElements, oee, total
 from edgeproof.netutil import free_port, free_port_block
+from simulators.scenario import load_scenario
 
 PHASES = ("baseline", "post")
 DEFAULT_PORT_BASE = 15020  # the port base the shipped agent configs are written for
@@ -91,11 +92,9 @@ def run_phase(
     sim_args = ["-m", "simulators", "--phase", phase, "--port-base", str(port_base), "--truth", str(truth_path)]
     if scenario is not None:
         sim_args += ["--scenario", str(scenario)]
-    # the window's start is pinned a few wall seconds ahead so servers and agent are up by then
-    probe = _spawn([*sim_args, "--print-window"], out / f"sim-{phase}.log")
-    window_line, _ = probe.communicate(timeout=30)
-    window = json.loads(window_line)
-    start, end = datetime.fromisoformat(window["start"]), datetime.fromisoformat(window["end"])
+    window = load_scenario(scenario).phase(phase).window
+    start, end = window.start, window.end
+    # the window opens a few wall seconds from now, so servers and agent are up by then
     clock = ScaledClock(start, time.time() + STARTUP_ALLOWANCE_S, speed)
     clock_json = clock.spec().model_dump_json()
     sim = _spawn([*sim_args, "--clock", clock_json], out / f"sim-{phase}.log")
