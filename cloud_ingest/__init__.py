@@ -1,1 +1,1 @@
-"""cloud_ingest."""
+"""cloud_ingest: MQTT consumer, validation, idempotent storage and before/after evidence reports."""

@@ -62,6 +62,7 @@ class OpcUaDevice:
     async def _connected(self) -> Client:
         if self._client is None:
             client = Client(self.config.url, timeout=self.config.timeout_s)
+            client.session_timeout = 600_000  # ms; asyncua asks for an hour, servers commonly cap at 10 min
             await client.connect()
             self._client = client
         return self._client
@@ -81,7 +82,7 @@ class OpcUaDevice:
         now = now_fn()
         samples = []
         for tag, dv in zip(self.config.tags, values, strict=True):
-            status = dv.StatusCode_ or ua.StatusCode(ua.StatusCodes.Good)
+            status = dv.StatusCode or ua.StatusCode(ua.StatusCodes.Good)
             source = (
                 dv.SourceTimestamp.replace(tzinfo=UTC)
                 if dv.SourceTimestamp and dv.SourceTimestamp.tzinfo is None

@@ -45,15 +45,14 @@ class MqttPublisher:
         )
         if cfg.username:
             client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-        client.will_set(self.status_topic, self._status(False), qos=1, retain=True)
+        client.will_set(self.status_topic, self._status(False, None), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         self.client = client
 
-    def _status(self, online: bool) -> bytes:
-        at: datetime = self._now()
+    def _status(self, online: bool, at: datetime | None) -> bytes:
         return encode(StatusMessage(agent_id=self.agent_id, boot_id=self.boot_id, online=online, at=at))
 
     # paho network thread
@@ -62,7 +61,7 @@ class MqttPublisher:
             log.warning("mqtt connect refused", extra={"reason": str(reason_code)})
             return
         log.info("mqtt connected", extra={"host": self.cfg.host, "port": self.cfg.port})
-        client.publish(self.status_topic, self._status(True), qos=1, retain=True)
+        client.publish(self.status_topic, self._status(True, self._now()), qos=1, retain=True)
         self._generation += 1
         self._connected = True
 
@@ -127,6 +126,8 @@ class MqttPublisher:
 
     def stop(self) -> None:
         if self._connected:
-            self.client.publish(self.status_topic, self._status(False), qos=1, retain=True).wait_for_publish(2)
+            self.client.publish(
+                self.status_topic, self._status(False, self._now()), qos=1, retain=True
+            ).wait_for_publish(2)
         self.client.disconnect()
         self.client.loop_stop()

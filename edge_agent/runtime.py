@@ -150,7 +150,12 @@ class Agent:
         machines = [m for m in self.config.machines if m.device == device.id]
         while not stop.is_set():
             started = time.monotonic()
-            samples = await device.read(self.clock.now)
+            try:
+                samples = await device.read(self.clock.now)
+            except Exception as e:  # a connector bug must not end acquisition: report it as bad data
+                log.exception("device read crashed", extra={"device": device.id})
+                now = self.clock.now()
+                samples = [Sample.bad(device.id, t.name, now, f"internal error: {e!r}") for t in device.config.tags]
             self.samples_read += len(samples)
             self.latest[device.id] = {s.tag: s for s in samples}
             if any(s.good for s in samples):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from edgeproof.indicators import ProcessInfo, RegisteredMachine, SiteRatios, TimeElements
 
@@ -39,22 +39,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+AGENT_ID_PATTERN = r"^[A-Za-z0-9_.-]+$"  # safe as one MQTT topic level: no '/', '+' or '#'
+
+
 class StatusMessage(_Strict):
-    """Retained on `<root>/<agent>/status`; the broker publishes the offline one as last will."""
+    """Retained on `<root>/<agent>/status`; the broker publishes the offline one as last will.
+
+    `at` is when the agent said it; None in the last will, which the broker sends at a time the
+    agent cannot know.
+    """
 
     v: Literal[1] = 1
     kind: Literal["status"] = "status"
-    agent_id: str
-    boot_id: str
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    boot_id: str = Field(min_length=1)
     online: bool
     at: AwareDatetime | None = None
 
 
 class _Sequenced(_Strict):
     v: Literal[1] = 1
-    agent_id: str = Field(min_length=1)
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
     boot_id: str = Field(min_length=1)
-    seq: int = Field(ge=1, description="per-agent, gap-free, survives restarts")
+    seq: int = Field(ge=1, lt=2**63, description="per-agent, gap-free, survives restarts")
     produced_at: AwareDatetime = Field(description="plant clock time the message was produced, UTC")
 
 
@@ -101,14 +108,29 @@ class StateInterval(_Sequenced):
     end: AwareDatetime
     reason: str | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self) -> StateInterval:
+        if self.end < self.start:
+            raise ValueError("state interval end is before its start")
+        return self
 
-class MachineKpi(_Sequenced):
+
+class _Bucketed(_Sequenced):
+    bucket_start: AwareDatetime
+    bucket_end: AwareDatetime
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Bucketed:
+        if self.bucket_end <= self.bucket_start:
+            raise ValueError("bucket_end must be after bucket_start")
+        return self
+
+
+class MachineKpi(_Bucketed):
     """Time elements and counts of one machine over one bucket [bucket_start, bucket_end)."""
 
     kind: Literal["kpi"] = "kpi"
     machine_id: str
-    bucket_start: AwareDatetime
-    bucket_end: AwareDatetime
     elements: TimeElements
     availability: float | None
     performance: float | None
@@ -117,12 +139,10 @@ class MachineKpi(_Sequenced):
     flags: list[str] = Field(default_factory=list)
 
 
-class SiteKpi(_Sequenced):
+class SiteKpi(_Bucketed):
     """Site ratios over one bucket, with the register they were computed from."""
 
     kind: Literal["site"] = "site"
-    bucket_start: AwareDatetime
-    bucket_end: AwareDatetime
     machines: list[RegisteredMachine]
     processes: list[ProcessInfo]
     ratios: SiteRatios

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -25,8 +24,11 @@ from typing import Any
 import yaml
 
 from cloud_ingest.consumer import IngestService
-from cloud_ingest.report import build_report, write_report
+from cloud_ingest.evidence import EvidenceReport
+from cloud_ingest.render import write_report
+from cloud_ingest.report import build_report
 from cloud_ingest.store import Store
+from edge_agent.outbox import Outbox
 from edgeproof.broker import EmbeddedBroker
 from edgeproof.clock import ScaledClock
 from edgeproof.indicators import TimeElements, oee, total
@@ -36,14 +38,6 @@ from simulators.scenario import load_scenario
 PHASES = ("baseline", "post")
 DEFAULT_PORT_BASE = 15020  # the port base the shipped agent configs are written for
 STARTUP_ALLOWANCE_S = 4.0  # wall seconds between launching a phase and its window opening
-
-
-@dataclass
-class PhaseResult:
-    name: str
-    window: tuple[datetime, datetime]
-    truth: dict[str, Any]
-    config_path: Path
 
 
 def demo_file(name: str) -> Path:
@@ -84,38 +78,65 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
         return proc.wait()
 
 
-def run_phase(
-    phase: str, out: Path, speed: float, mqtt_port: int, scenario: Path | None, say: Any
-) -> PhaseResult:
-    port_base = free_port_block(12)
-    truth_path = out / f"truth-{phase}.json"
-    sim_args = ["-m", "simulators", "--phase", phase, "--port-base", str(port_base), "--truth", str(truth_path)]
-    if scenario is not None:
-        sim_args += ["--scenario", str(scenario)]
-    window = load_scenario(scenario).phase(phase).window
-    start, end = window.start, window.end
-    # the window opens a few wall seconds from now, so servers and agent are up by then
-    clock = ScaledClock(start, time.time() + STARTUP_ALLOWANCE_S, speed)
-    clock_json = clock.spec().model_dump_json()
-    sim = _spawn([*sim_args, "--clock", clock_json], out / f"sim-{phase}.log")
-    ready = sim.stdout.readline() if sim.stdout else ""
-    if not ready:
-        raise RuntimeError(f"simulator did not start; see {out / f'sim-{phase}.log'}")
-    config_path = out / f"agent-{phase}.yaml"
-    config = agent_config_for(phase, port_base, mqtt_port, out / "agent-data")
-    config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-    agent = _spawn(
-        ["-m", "edge_agent", "--config", str(config_path), "--clock", clock_json], out / f"agent-{phase}.log"
-    )
-    say(f"  {phase}: plant time {start.isoformat()} → {end.isoformat()} at {speed:g}× ...")
-    # run until the last bucket of the window has closed in the agent (one poll past the end)
-    time.sleep(max(0.0, clock.wall_time_at(end) - time.time() + 1.0))
-    agent_rc = _stop(agent)
-    _stop(sim)
-    if agent_rc != 0:
-        raise RuntimeError(f"agent exited with {agent_rc}; see {out / f'agent-{phase}.log'}")
-    truth = json.loads(truth_path.read_text(encoding="utf-8"))
-    return PhaseResult(phase, (start, end), truth, config_path)
+class PlantRun:
+    """One phase of the simulated plant with an agent observing it, both as child processes."""
+
+    def __init__(self, phase: str, out: Path, speed: float, mqtt_port: int, scenario: Path | None = None) -> None:
+        self.phase = phase
+        self.out = out
+        self.speed = speed
+        self.mqtt_port = mqtt_port
+        self.scenario = scenario
+        window = load_scenario(scenario).phase(phase).window
+        self.window: tuple[datetime, datetime] = (window.start, window.end)
+        self.truth_path = out / f"truth-{phase}.json"
+        self.config_path = out / f"agent-{phase}.yaml"
+        self.data_dir = out / "agent-data"
+        self.clock: ScaledClock | None = None
+        self.sim: subprocess.Popen[str] | None = None
+        self.agent: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        port_base = free_port_block(12)
+        # the window opens a few wall seconds from now, so servers and agent are up by then
+        self.clock = ScaledClock(self.window[0], time.time() + STARTUP_ALLOWANCE_S, self.speed)
+        clock_json = self.clock.spec().model_dump_json()
+        sim_args = ["-m", "simulators", "--phase", self.phase, "--port-base", str(port_base)]
+        sim_args += ["--truth", str(self.truth_path), "--clock", clock_json]
+        if self.scenario is not None:
+            sim_args += ["--scenario", str(self.scenario)]
+        self.sim = _spawn(sim_args, self.out / f"sim-{self.phase}.log")
+        if not (self.sim.stdout and self.sim.stdout.readline()):
+            raise RuntimeError(f"simulator did not start; see {self.out / f'sim-{self.phase}.log'}")
+        config = agent_config_for(self.phase, port_base, self.mqtt_port, self.data_dir)
+        self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+        self.agent = _spawn(
+            ["-m", "edge_agent", "--config", str(self.config_path), "--clock", clock_json],
+            self.out / f"agent-{self.phase}.log",
+        )
+
+    def wait_until(self, plant_time: datetime, extra_wall_s: float = 0.0) -> None:
+        assert self.clock is not None
+        time.sleep(max(0.0, self.clock.wall_time_at(plant_time) - time.time() + extra_wall_s))
+
+    def stop(self) -> None:
+        """Stop the agent (it drains its outbox) and the simulator; raise if the agent failed."""
+        assert self.agent is not None and self.sim is not None
+        agent_rc = _stop(self.agent)
+        _stop(self.sim)
+        if agent_rc != 0:
+            raise RuntimeError(f"agent exited with {agent_rc}; see {self.out / f'agent-{self.phase}.log'}")
+
+    @property
+    def truth(self) -> dict[str, Any]:
+        return json.loads(self.truth_path.read_text(encoding="utf-8"))
+
+    def run(self, say: Any) -> None:
+        self.start()
+        start, end = self.window
+        say(f"  {self.phase}: plant time {start.isoformat()} → {end.isoformat()} at {self.speed:g}× ...")
+        self.wait_until(end, extra_wall_s=1.0)  # the last bucket closes at the first tick past the end
+        self.stop()
 
 
 def _pct(v: float | None) -> str:
@@ -172,13 +193,12 @@ def run(args: argparse.Namespace) -> int:
     ingest = IngestService(db, broker.host, broker.port)
     ingest.start()
     say(f"  embedded MQTT broker on {broker.host}:{broker.port}; cloud ingest → {db}")
-    results: list[PhaseResult] = []
+    results: list[PlantRun] = []
     try:
         for phase in PHASES:
-            results.append(run_phase(phase, out, args.speed, broker.port, args.scenario, say))
+            results.append(PlantRun(phase, out, args.speed, broker.port, args.scenario))
+            results[-1].run(say)
         agent_id = yaml.safe_load(results[-1].config_path.read_text(encoding="utf-8"))["agent"]["id"]
-        from edge_agent.outbox import Outbox
-
         outbox = Outbox(out / "agent-data" / "outbox.sqlite")
         produced, left = outbox.last_seq(), outbox.depth()
         outbox.close()
@@ -200,22 +220,22 @@ def run(args: argparse.Namespace) -> int:
     return 0 if stored == produced else 1
 
 
-def print_table(report: Any, results: list[PhaseResult], say: Any) -> None:
-    data = report.model_dump(mode="json")
-    measured_ids = {
-        phase: [m["machine_id"] for m in data["machines"] if (m.get(phase) or {}).get("oee") is not None]
-        for phase in PHASES
+def print_table(report: EvidenceReport, results: list[PlantRun], say: Any) -> None:
+    measured = {
+        "baseline": [m.machine_id for m in report.machines if m.baseline.oee.value is not None],
+        "post": [m.machine_id for m in report.machines if m.post.oee.value is not None],
     }
-    truths = {r.name: truth_summary(r.truth, measured_ids[r.name]) for r in results}
-    say("\n  indicator                     baseline (measured | truth)   post (measured | truth)")
-    for ind in data["indicators"]:
-        key = ind["key"]
-        b, p = ind.get("baseline") or {}, ind.get("post") or {}
-        tb, tp = truths["baseline"].get(key), truths["post"].get(key)
+    truths = {r.phase: truth_summary(r.truth, measured[r.phase]) for r in results}
+    say("\n  indicator 指标                           baseline 改造前         post 改造后")
+    say("                                        measured    truth       measured    truth")
+    for ind in report.indicators:
+        tb, tp = truths["baseline"].get(ind.key), truths["post"].get(ind.key)
+        label = f"{ind.label.zh} {ind.label.en}"
         say(
-            f"  {ind['label_en'][:28]:<28}  {_pct(b.get('value')):>8} | {_pct(tb):>8}"
-            f"          {_pct(p.get('value')):>8} | {_pct(tp):>8}"
+            f"  {label[:36]:<36}  {_pct(ind.baseline.value):>8}  {_pct(tb):>8}"
+            f"      {_pct(ind.post.value):>8}  {_pct(tp):>8}"
         )
+    say("  (truth: the simulator's ground truth over the machines the agent measured; — where it has none)")
 
 
 def main(argv: list[str] | None = None) -> int:

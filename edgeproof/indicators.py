@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
 
 # (upper bound inclusive, points) of the 2024 SME digital-level form, equipment items.
 SCORE_BANDS: tuple[tuple[float, float], ...] = ((0.10, 0.0), (0.20, 1.5), (0.40, 3.0), (0.60, 4.5), (1.00, 6.0))
@@ -57,23 +57,27 @@ class TimeElements(BaseModel):
 
     `unknown_s` is planned busy time without good data: it is excluded from the availability
     denominator and shown as missing coverage, never counted as running or stopped.
+    Validated on the wire (non-negative, finite, no unknown fields); the agent's integrator
+    mutates it in place while a bucket is open.
     """
 
-    window_s: float = 0.0
-    observed_s: float = Field(0.0, description="time with good data, over the whole window")
-    pot_s: float = Field(0.0, description="planned operation time (shift calendar)")
-    pdot_s: float = Field(0.0, description="planned downtime inside shifts (breaks)")
-    apt_s: float = Field(0.0, description="actual production time: RUNNING inside planned busy time")
-    setup_s: float = 0.0
-    idle_s: float = 0.0
-    micro_stop_s: float = 0.0
-    fault_s: float = 0.0
-    unknown_s: float = Field(0.0, description="planned busy time with no good data")
-    running_in_planned_stop_s: float = 0.0
-    pq: float = Field(0.0, description="produced quantity")
-    sq: float = Field(0.0, description="scrap quantity")
-    ideal_run_s: float = Field(0.0, description="sum of PRU x PQ over products")
-    ideal_good_s: float = Field(0.0, description="sum of PRU x GQ over products")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    window_s: NonNegativeFloat = 0.0
+    observed_s: NonNegativeFloat = Field(0.0, description="time with good data, over the whole window")
+    pot_s: NonNegativeFloat = Field(0.0, description="planned operation time (shift calendar)")
+    pdot_s: NonNegativeFloat = Field(0.0, description="planned downtime inside shifts (breaks)")
+    apt_s: NonNegativeFloat = Field(0.0, description="actual production time: RUNNING inside planned busy time")
+    setup_s: NonNegativeFloat = 0.0
+    idle_s: NonNegativeFloat = 0.0
+    micro_stop_s: NonNegativeFloat = 0.0
+    fault_s: NonNegativeFloat = 0.0
+    unknown_s: NonNegativeFloat = Field(0.0, description="planned busy time with no good data")
+    running_in_planned_stop_s: NonNegativeFloat = 0.0
+    pq: NonNegativeFloat = Field(0.0, description="produced quantity")
+    sq: NonNegativeFloat = Field(0.0, description="scrap quantity")
+    ideal_run_s: NonNegativeFloat = Field(0.0, description="sum of PRU x PQ over products")
+    ideal_good_s: NonNegativeFloat = Field(0.0, description="sum of PRU x GQ over products")
     ideal_known: bool = Field(True, description="False when some produced part had no ideal cycle time")
 
     @property
@@ -93,7 +97,7 @@ class TimeElements(BaseModel):
         return TimeElements(**fields, ideal_known=self.ideal_known and other.ideal_known)
 
 
-_ADDITIVE = [name for name, f in TimeElements.model_fields.items() if f.annotation is float]
+_ADDITIVE = [name for name in TimeElements.model_fields if name != "ideal_known"]
 
 
 def total(elements: Iterable[TimeElements]) -> TimeElements:

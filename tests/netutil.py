@@ -23,7 +23,10 @@ class Mosquitto:
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            # persistence keeps subscribers' sessions and queued QoS 1 messages across a restart,
+            # as a production broker does
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
             f"log_dest file {workdir / 'mosquitto.log'}\n"
         )
         self.proc: subprocess.Popen[bytes] | None = None

@@ -156,4 +156,5 @@ def test_oee_equals_a_times_p_times_q(te: TimeElements) -> None:
 def test_rollup_sums_elements_never_averages_ratios(parts: list[TimeElements]) -> None:
     rolled = total(parts)
     assert rolled.pq == sum(p.pq for p in parts)
-    assert oee(rolled).oee.value == pytest.approx(sum(p.ideal_good_s for p in parts) / sum(p.observed_pbt_s for p in parts))
+    expected = sum(p.ideal_good_s for p in parts) / sum(p.observed_pbt_s for p in parts)
+    assert oee(rolled).oee.value == pytest.approx(expected)

@@ -1,0 +1,162 @@
+"""Command line of the cloud side: `ingest` (MQTT → SQLite) and `report` (before/after evidence).
+
+Mounted by `edgeproof.cli` as `edgeproof ingest` / `edgeproof report`; also runs standalone as
+`python -m cloud_ingest ...`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+
+from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService
+from cloud_ingest.evidence import EvidenceReport
+from cloud_ingest.render import pct
+from cloud_ingest.report import ReportError, UnknownAgent, build_report, write_report
+from cloud_ingest.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("var/ingest.sqlite")
+PASSWORD_ENV = "EDGEPROOF_MQTT_PASSWORD"  # not an option: command lines are visible to every local user
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _setup_logging(level: str) -> None:
+    if not logging.getLogger().handlers:  # the host CLI may have configured logging already
+        from edgeproof.logs import setup_logging
+
+        setup_logging(level)
+
+
+# -- ingest ------------------------------------------------------------------------------------
+
+
+def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("--mqtt-host", default="127.0.0.1", help="broker host (default: 127.0.0.1)")
+    parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default: 1883)")
+    parser.add_argument(
+        "--client-id", default=DEFAULT_CLIENT_ID,
+        help=f"stable MQTT client id of the persistent session (default: {DEFAULT_CLIENT_ID})",
+    )
+    parser.add_argument(
+        "--mqtt-username", default=None, help=f"broker user name; the password is read from ${PASSWORD_ENV}"
+    )
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    """Consume until SIGTERM/SIGINT (exit 0); exit 1 if the store fails."""
+    _setup_logging(args.log_level)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        service = IngestService(
+            args.db,
+            args.mqtt_host,
+            args.mqtt_port,
+            client_id=args.client_id,
+            username=args.mqtt_username,
+            password=os.environ.get(PASSWORD_ENV) if args.mqtt_username else None,
+        )
+        return service.run_forever(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def parse_window(text: str) -> tuple[datetime, datetime]:
+    """'START/END', both ISO 8601 with a UTC offset; raises ValueError with a user-ready message."""
+    parts = text.split("/")
+    if len(parts) != 2:
+        raise ValueError(f"{text!r}: expected START/END, e.g. 2024-03-01T00:00+08:00/2024-04-01T00:00+08:00")
+    out = []
+    for part in parts:
+        try:
+            t = datetime.fromisoformat(part.strip())
+        except ValueError:
+            raise ValueError(f"{part!r} is not an ISO 8601 date-time") from None
+        if t.tzinfo is None:
+            raise ValueError(f"{part!r} has no UTC offset (add e.g. +08:00 or Z)")
+        out.append(t)
+    return out[0], out[1]
+
+
+def add_report_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("--agent", required=True, help="agent id")
+    parser.add_argument("--baseline", required=True, metavar="START/END", help="window before the retrofit")
+    parser.add_argument("--post", required=True, metavar="START/END", help="window after the retrofit")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (default: ./var/reports/AGENT)")
+
+
+def format_table(report: EvidenceReport) -> str:
+    rows = [("indicator", "baseline", "post", "change", "points")]
+    for i in report.indicators:
+        change = "—" if i.change is None else f"{i.change * 100:+.1f} pp"
+        points = f"{i.baseline.band_points:g} → {i.post.band_points:g}" if (
+            i.scored and i.baseline.band_points is not None and i.post.band_points is not None
+        ) else ""
+        rows.append((i.label.en, pct(i.baseline.value), pct(i.post.value), change, points))
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>9}  {r[3]:>10}  {r[4]}".rstrip() for r in rows]
+    q = report.data_quality
+    lines.append(
+        f"messages {q.messages_received}, missing {q.missing_messages} in {len(q.sequence_gaps)} gap(s), "
+        f"duplicates {q.duplicates_received}, dead letters {q.dead_letters}"
+    )
+    return "\n".join(lines)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Write the evidence files; exit 2 on bad windows, a missing store or an unknown agent."""
+    _setup_logging(args.log_level)
+    prog = "report"
+    try:
+        baseline = parse_window(args.baseline)
+        post = parse_window(args.post)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    if not Path(args.db).is_file():
+        print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
+        return 2
+    with Store(args.db) as store:
+        try:
+            report = build_report(store, args.agent, baseline, post)
+        except (ReportError, UnknownAgent) as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+    out = args.out if args.out is not None else Path("var/reports") / args.agent
+    for path in write_report(report, out):
+        print(path)
+    print(format_table(report))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m cloud_ingest", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_ingest_arguments(sub.add_parser("ingest", help="run the cloud ingest (MQTT → SQLite)"))
+    add_report_arguments(sub.add_parser("report", help="build before/after evidence from a store"))
+    args = parser.parse_args(argv)
+    return run_ingest(args) if args.command == "ingest" else run_report(args)

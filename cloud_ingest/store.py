@@ -1,0 +1,499 @@
+"""Idempotent SQLite store of contract messages, with the rows the evaluation reads.
+
+One SQLite file in WAL mode. `ingest()` validates one MQTT message against the contract and
+either stores it (plus its derived rows, in the same transaction), counts it as a duplicate,
+records the agent's retained status, or files it as a dead letter with a reason. Invalid input
+never raises; only a failing database does, so the caller can leave the message unacknowledged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from edgeproof.contract import (
+    SEQUENCED_KINDS,
+    BirthMessage,
+    MachineKpi,
+    SiteKpi,
+    StateInterval,
+    StatusMessage,
+    parse_sequenced,
+    parse_topic,
+)
+from edgeproof.indicators import TimeElements
+
+log = logging.getLogger(__name__)
+
+IngestResult = Literal["stored", "duplicate", "dead_letter", "status"]
+SequencedMessage = BirthMessage | StateInterval | MachineKpi | SiteKpi
+
+DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
+# A dead letter keeps this much of an oversized payload: enough to identify it, not to fill the disk.
+DEAD_LETTER_KEEP_BYTES = 64 << 10
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    produced_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE IF NOT EXISTS duplicates (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS kpi (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    machine_id TEXT NOT NULL,
+    bucket_start TEXT NOT NULL,
+    bucket_end TEXT NOT NULL,
+    elements TEXT NOT NULL,
+    availability REAL,
+    performance REAL,
+    quality REAL,
+    oee REAL,
+    flags TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS kpi_window ON kpi (agent_id, bucket_start, bucket_end);
+CREATE TABLE IF NOT EXISTS states (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    machine_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    start TEXT NOT NULL,
+    "end" TEXT NOT NULL,
+    reason TEXT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS states_window ON states (agent_id, machine_id, start);
+CREATE TABLE IF NOT EXISTS site (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    bucket_start TEXT NOT NULL,
+    bucket_end TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE INDEX IF NOT EXISTS site_window ON site (agent_id, bucket_end);
+CREATE TABLE IF NOT EXISTS births (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    produced_at TEXT NOT NULL,
+    agent_version TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE IF NOT EXISTS status (
+    agent_id TEXT PRIMARY KEY,
+    online INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    at TEXT,
+    received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    agent_id TEXT,
+    payload BLOB NOT NULL,
+    reason TEXT NOT NULL
+);
+"""
+
+
+def iso(t: datetime) -> str:
+    """Fixed-width ISO 8601 UTC text, so that SQL string comparison orders it like time."""
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t!r}: a timezone is required")
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_iso(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+# Errors caused by one message's data; any other sqlite3.Error (I/O, locked, corrupt) is the
+# database's and propagates, so the message stays unacknowledged.
+_MESSAGE_ERRORS: tuple[type[Exception], ...] = (
+    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError, OverflowError,
+    KeyError, AttributeError,
+)
+SQLITE_MAX_INT = 2**63 - 1
+
+
+class Rejected(Exception):
+    """A message that cannot be stored; str() is the dead-letter reason."""
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    id: int
+    received_at: datetime
+    topic: str
+    agent_id: str | None
+    payload: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class KpiRow:
+    agent_id: str
+    seq: int
+    machine_id: str
+    bucket_start: datetime
+    bucket_end: datetime
+    elements: TimeElements
+    flags: list[str]
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    agent_id: str
+    online: bool
+    boot_id: str
+    at: datetime | None
+    received_at: datetime
+
+
+def _safe_text(text: str) -> str:
+    """Text SQLite can store: lone surrogates (possible in a Python str) become escapes."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _json_type(value: object) -> str:
+    names = {list: "array", str: "string", int: "number", float: "number", bool: "boolean"}
+    return "null" if value is None else names.get(type(value), type(value).__name__)
+
+
+def _describe(error: ValidationError, limit: int = 3) -> str:
+    parts = []
+    for e in error.errors(include_url=False)[:limit]:
+        loc = ".".join(str(p) for p in e["loc"]) or "(root)"
+        parts.append(f"{loc}: {e['msg']}")
+    more = error.error_count() - limit
+    return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
+
+class Store:
+    """The ingest's SQLite file. Thread-safe: one connection guarded by a lock.
+
+    The MQTT consumer writes from paho's network thread while it is created and closed by the
+    caller's thread, so the connection is opened with check_same_thread=False and every use of it
+    holds `_lock`. Readers in other processes open their own Store; WAL lets them read while the
+    ingest writes.
+    """
+
+    def __init__(self, path: str | Path, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
+        self.path = Path(path)
+        self.max_payload_bytes = max_payload_bytes
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        with self._lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            # A message is acknowledged to the broker only after its commit: FULL makes the commit
+            # survive a power cut, not just a process crash.
+            self._conn.execute("PRAGMA synchronous=FULL")
+            (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+            if version != SCHEMA_VERSION:  # only a new file is written to here; readers stay readers
+                if version not in (0, SCHEMA_VERSION):
+                    raise RuntimeError(f"{self.path}: store schema version {version}, expected {SCHEMA_VERSION}")
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        log.debug("store open path=%s", self.path)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def ingest(self, topic: str, payload: bytes, received_at: datetime | None = None) -> IngestResult:
+        """Validate and store one message; never raises for bad input (sqlite3.Error only)."""
+        received = iso(received_at if received_at is not None else datetime.now(UTC))
+        raw = bytes(payload) if not isinstance(payload, str) else payload.encode("utf-8", "surrogatepass")
+        topic = _safe_text(topic) if isinstance(topic, str) else repr(topic)
+        parsed = parse_topic(topic)
+        agent_id = parsed[0] if parsed else None
+        try:
+            message = self._validate(topic, parsed, raw)
+            if isinstance(message, StatusMessage):
+                self._store_status(message, received)
+                return "status"
+            return self._store_sequenced(message, topic, raw.decode("utf-8"), received)
+        except Rejected as exc:
+            return self._dead_letter(received, topic, agent_id, raw, str(exc))
+        except _MESSAGE_ERRORS as exc:
+            # The database refused this message's data (or a bug met an odd input): file it, so that
+            # one message cannot stop the ingest or come back forever as a redelivery.
+            log.exception("message could not be stored topic=%s", topic)
+            return self._dead_letter(received, topic, agent_id, raw, f"internal error: {type(exc).__name__}: {exc}")
+
+    def _validate(
+        self, topic: str, parsed: tuple[str, str] | None, raw: bytes
+    ) -> StatusMessage | SequencedMessage:
+        if len(raw) > self.max_payload_bytes:
+            raise Rejected(f"payload too large: {len(raw)} bytes > limit {self.max_payload_bytes}")
+        if parsed is None:
+            raise Rejected(f"topic not in contract: {topic!r}")
+        agent_id, kind = parsed
+        if kind != "status" and kind not in SEQUENCED_KINDS:
+            raise Rejected(f"unknown message kind in topic: {kind!r}")
+        if not raw:
+            raise Rejected("empty payload")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise Rejected(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+        try:
+            body = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise Rejected(f"payload is not JSON: {exc}") from None
+        if not isinstance(body, dict):
+            raise Rejected(f"schema violation: payload is a JSON {_json_type(body)}, not an object")
+        if "kind" in body and body["kind"] != kind:
+            raise Rejected(f"kind mismatch: topic says {kind!r}, payload says {body['kind']!r}")
+        message: StatusMessage | SequencedMessage
+        try:
+            message = StatusMessage.model_validate_json(text) if kind == "status" else parse_sequenced(text)
+        except ValidationError as exc:
+            raise Rejected(f"schema violation: {_describe(exc)}") from None
+        if message.agent_id != agent_id:
+            raise Rejected(f"agent mismatch: topic says {agent_id!r}, payload says {message.agent_id!r}")
+        return message
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _dead_letter(self, received: str, topic: str, agent_id: str | None, raw: bytes, reason: str) -> IngestResult:
+        kept = raw if len(raw) <= self.max_payload_bytes else raw[:DEAD_LETTER_KEEP_BYTES]
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO dead_letters (received_at, topic, agent_id, payload, reason) VALUES (?, ?, ?, ?, ?)",
+                (received, topic, agent_id, kept, reason),
+            )
+        log.warning("dead letter topic=%s bytes=%d reason=%s", topic, len(raw), reason)
+        return "dead_letter"
+
+    def _store_status(self, message: StatusMessage, received: str) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO status (agent_id, online, boot_id, at, received_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (agent_id) DO UPDATE SET online = excluded.online, boot_id = excluded.boot_id, "
+                "at = excluded.at, received_at = excluded.received_at",
+                (message.agent_id, int(message.online), message.boot_id,
+                 iso(message.at) if message.at else None, received),
+            )
+        log.info("status agent=%s online=%s boot=%s", message.agent_id, message.online, message.boot_id)
+
+    def _store_sequenced(self, m: SequencedMessage, topic: str, text: str, received: str) -> IngestResult:
+        with self._transaction() as db:
+            inserted = db.execute(
+                "INSERT OR IGNORE INTO messages (agent_id, seq, boot_id, kind, produced_at, received_at, topic, "
+                "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, m.boot_id, m.kind, iso(m.produced_at), received, topic, text),
+            ).rowcount
+            if inserted:
+                self._store_derived(db, m)
+            else:
+                (stored,) = db.execute(
+                    "SELECT payload FROM messages WHERE agent_id = ? AND seq = ?", (m.agent_id, m.seq)
+                ).fetchone()
+                if stored == text:
+                    db.execute(
+                        "INSERT INTO duplicates (agent_id, seq, received_at) VALUES (?, ?, ?)",
+                        (m.agent_id, m.seq, received),
+                    )
+        if inserted:
+            log.debug("stored agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
+            return "stored"
+        if stored == text:
+            log.info("duplicate agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
+            return "duplicate"
+        # Same (agent, seq), different content: the agent reused a sequence number. Keep the first,
+        # file the second: silently choosing either would falsify the evidence.
+        return self._dead_letter(
+            received, topic, m.agent_id, text.encode(),
+            f"sequence conflict: seq {m.seq} of agent {m.agent_id!r} already stored with a different payload",
+        )
+
+    @staticmethod
+    def _store_derived(db: sqlite3.Connection, m: SequencedMessage) -> None:
+        if isinstance(m, MachineKpi):
+            db.execute(
+                "INSERT INTO kpi (agent_id, seq, machine_id, bucket_start, bucket_end, elements, availability, "
+                "performance, quality, oee, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, m.machine_id, iso(m.bucket_start), iso(m.bucket_end),
+                 m.elements.model_dump_json(), m.availability, m.performance, m.quality, m.oee,
+                 json.dumps(m.flags)),
+            )
+        elif isinstance(m, StateInterval):
+            db.execute(
+                'INSERT INTO states (agent_id, seq, machine_id, state, start, "end", reason) '
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, m.machine_id, m.state, iso(m.start), iso(m.end), m.reason),
+            )
+        elif isinstance(m, SiteKpi):
+            db.execute(
+                "INSERT INTO site (agent_id, seq, bucket_start, bucket_end, payload) VALUES (?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, iso(m.bucket_start), iso(m.bucket_end), m.model_dump_json()),
+            )
+        else:
+            db.execute(
+                "INSERT INTO births (agent_id, seq, boot_id, produced_at, agent_version, payload) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, m.boot_id, iso(m.produced_at), m.agent_version, m.model_dump_json()),
+            )
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    def agents(self) -> list[str]:
+        return [str(r[0]) for r in self._query("SELECT DISTINCT agent_id FROM messages ORDER BY agent_id")]
+
+    def has_agent(self, agent_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM messages WHERE agent_id = ? LIMIT 1", (agent_id,)))
+
+    def sequence_numbers(self, agent_id: str) -> list[int]:
+        rows = self._query("SELECT seq FROM messages WHERE agent_id = ? ORDER BY seq", (agent_id,))
+        return [int(r[0]) for r in rows]
+
+    def gaps(self, agent_id: str) -> list[tuple[int, int]]:
+        """Missing sequence ranges (first, last), inclusive, from seq 1 up to the highest received.
+
+        Sequence numbers start at 1, so a first received seq above 1 is a gap too. What is missing
+        after the highest received number cannot be known here.
+        """
+        rows = self._query(
+            "SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
+            "FROM messages WHERE agent_id = ?) WHERE seq - prev > 1 ORDER BY seq",
+            (agent_id,),
+        )
+        return [(int(a), int(b)) for a, b in rows]
+
+    @property
+    def duplicate_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM duplicates")[0][0])
+
+    def duplicates_of(self, agent_id: str) -> int:
+        rows = self._query("SELECT COUNT(*) FROM duplicates WHERE agent_id = ?", (agent_id,))
+        return int(rows[0][0])
+
+    def dead_letters(self, agent_id: str | None = None) -> list[DeadLetter]:
+        sql = "SELECT id, received_at, topic, agent_id, payload, reason FROM dead_letters"
+        rows = self._query(sql + " WHERE agent_id = ? ORDER BY id", (agent_id,)) if agent_id else self._query(
+            sql + " ORDER BY id"
+        )
+        return [
+            DeadLetter(int(i), parse_iso(str(r)), str(t), a if a is None else str(a), bytes(p), str(why))
+            for i, r, t, a, p, why in rows
+        ]
+
+    def produced_at(self, agent_id: str, seq: int) -> datetime | None:
+        rows = self._query("SELECT produced_at FROM messages WHERE agent_id = ? AND seq = ?", (agent_id, seq))
+        return parse_iso(str(rows[0][0])) if rows else None
+
+    def message_count(self, agent_id: str) -> int:
+        return int(self._query("SELECT COUNT(*) FROM messages WHERE agent_id = ?", (agent_id,))[0][0])
+
+    def message_counts(self, agent_id: str, start: datetime, end: datetime) -> dict[str, int]:
+        """Stored messages per kind whose subject time lies in [start, end).
+
+        The subject time is what the message is about (a KPI or site bucket's start, a state
+        interval's start, a birth's production time), not when it was sent: a bucket is published
+        after it closes, possibly after the window.
+        """
+        a, b = iso(start), iso(end)
+        rows = self._query(
+            "SELECT 'birth', COUNT(*) FROM births WHERE agent_id = ?1 AND produced_at >= ?2 AND produced_at < ?3"
+            " UNION ALL SELECT 'kpi', COUNT(*) FROM kpi"
+            " WHERE agent_id = ?1 AND bucket_start >= ?2 AND bucket_start < ?3"
+            " UNION ALL SELECT 'site', COUNT(*) FROM site"
+            " WHERE agent_id = ?1 AND bucket_start >= ?2 AND bucket_start < ?3"
+            " UNION ALL SELECT 'state', COUNT(*) FROM states WHERE agent_id = ?1 AND start >= ?2 AND start < ?3",
+            (agent_id, a, b),
+        )
+        return {str(k): int(n) for k, n in rows if n}
+
+    def kpi_rows(self, agent_id: str, start: datetime, end: datetime) -> list[KpiRow]:
+        """MachineKpi buckets that overlap [start, end), by machine then bucket, in seq order."""
+        rows = self._query(
+            "SELECT agent_id, seq, machine_id, bucket_start, bucket_end, elements, flags FROM kpi "
+            "WHERE agent_id = ? AND bucket_end > ? AND bucket_start < ? ORDER BY machine_id, bucket_start, seq",
+            (agent_id, iso(start), iso(end)),
+        )
+        return [
+            KpiRow(str(a), int(s), str(mid), parse_iso(str(bs)), parse_iso(str(be)),
+                   TimeElements.model_validate_json(str(el)), json.loads(str(fl)))
+            for a, s, mid, bs, be, el, fl in rows
+        ]
+
+    def latest_site(self, agent_id: str, start: datetime, end: datetime) -> SiteKpi | None:
+        """The SiteKpi with the latest bucket lying inside [start, end]."""
+        rows = self._query(
+            "SELECT payload FROM site WHERE agent_id = ? AND bucket_start >= ? AND bucket_end <= ? "
+            "ORDER BY bucket_end DESC, seq DESC LIMIT 1",
+            (agent_id, iso(start), iso(end)),
+        )
+        return SiteKpi.model_validate_json(str(rows[0][0])) if rows else None
+
+    def latest_birth(self, agent_id: str, produced_before: datetime | None = None) -> BirthMessage | None:
+        """The agent's latest BirthMessage (by seq), optionally only those produced before a time."""
+        if produced_before is None:
+            rows = self._query(
+                "SELECT payload FROM births WHERE agent_id = ? ORDER BY seq DESC LIMIT 1", (agent_id,)
+            )
+        else:
+            rows = self._query(
+                "SELECT payload FROM births WHERE agent_id = ? AND produced_at < ? ORDER BY seq DESC LIMIT 1",
+                (agent_id, iso(produced_before)),
+            )
+        return BirthMessage.model_validate_json(str(rows[0][0])) if rows else None
+
+    def status(self, agent_id: str) -> AgentStatus | None:
+        rows = self._query(
+            "SELECT agent_id, online, boot_id, at, received_at FROM status WHERE agent_id = ?", (agent_id,)
+        )
+        if not rows:
+            return None
+        a, online, boot, at, received = rows[0]
+        return AgentStatus(str(a), bool(online), str(boot), parse_iso(str(at)) if at else None,
+                           parse_iso(str(received)))
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,158 @@
+"""One OPC UA server per simulated CNC, with a node layout after OPC 40501 (umati MachineTool) and
+OPC 40502 (CNC).
+
+Plain variables with string node ids `ns=2;s=<MACHINE_ID>/<path>` rather than the companion
+specs' full type system: enough for a connector to map the same signals a real machine tool
+exposes. Only changed values are written, each with the plant time as its SourceTimestamp.
+Node map and state mapping: docs/simulators.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from asyncua import Node, Server, ua
+
+from edgeproof.clock import Clock
+from simulators.plant import MachinePlant, Snapshot, State
+
+NAMESPACE_URI = "urn:edgeproof:sim:machinetool"
+NAMESPACE_INDEX = 2
+
+# OPC 40501 MachineOperationMode, MachineryItemState and OPC 40501/40502 program states.
+MODE_MANUAL, MODE_AUTOMATIC, MODE_SETUP = 1, 2, 3
+ITEM_NOT_AVAILABLE, ITEM_OUT_OF_SERVICE, ITEM_NOT_EXECUTING, ITEM_EXECUTING = 0, 1, 2, 3
+PROGRAM_RUNNING, PROGRAM_ENDED, PROGRAM_INTERRUPTED, PROGRAM_ABORTED = 1, 2, 3, 4
+CNC_STOPPED, CNC_RUNNING, CNC_ABORTED = 0, 1, 4
+CNC_AUTOMATIC, CNC_JOG = 0, 2
+
+_V = ua.VariantType
+# path under Machines/<id> -> variant type; the order is the build order.
+NODES: dict[str, ua.VariantType] = {
+    "Identification/Manufacturer": _V.String,
+    "Identification/Model": _V.String,
+    "Identification/SerialNumber": _V.String,
+    "Monitoring/MachineTool/OperationMode": _V.Int32,
+    "Monitoring/MachineTool/MachineryItemState": _V.Int32,
+    "Monitoring/MachineTool/AlarmCode": _V.Int32,
+    "Monitoring/Spindle/IsRotating": _V.Boolean,
+    "Monitoring/Spindle/IsUsedAsAxis": _V.Boolean,
+    "Monitoring/Spindle/Override": _V.Double,
+    "Production/ActiveProgram/Name": _V.String,
+    "Production/ActiveProgram/State": _V.Int32,
+    "Production/PartsProduced": _V.UInt32,
+    "Production/PartsRejected": _V.UInt32,
+    "CncInterface/Channel1/ActProgramStatus": _V.Int32,
+    "CncInterface/Channel1/ActOperationMode": _V.Int32,
+}
+
+# state -> (OperationMode, MachineryItemState, ActiveProgram.State, IsRotating, ActProgramStatus,
+# ActOperationMode)
+_STATE_SIGNALS: dict[State, tuple[int, int, int, bool, int, int]] = {
+    State.RUNNING: (MODE_AUTOMATIC, ITEM_EXECUTING, PROGRAM_RUNNING, True, CNC_RUNNING, CNC_AUTOMATIC),
+    State.IDLE: (MODE_AUTOMATIC, ITEM_NOT_EXECUTING, PROGRAM_ENDED, False, CNC_STOPPED, CNC_AUTOMATIC),
+    State.PLANNED_STOP: (MODE_AUTOMATIC, ITEM_NOT_EXECUTING, PROGRAM_ENDED, False, CNC_STOPPED, CNC_AUTOMATIC),
+    State.SETUP: (MODE_SETUP, ITEM_NOT_EXECUTING, PROGRAM_INTERRUPTED, False, CNC_STOPPED, CNC_JOG),
+    State.FAULT: (MODE_AUTOMATIC, ITEM_OUT_OF_SERVICE, PROGRAM_ABORTED, False, CNC_ABORTED, CNC_AUTOMATIC),
+    State.NOT_SCHEDULED: (MODE_AUTOMATIC, ITEM_NOT_AVAILABLE, PROGRAM_ENDED, False, CNC_STOPPED, CNC_AUTOMATIC),
+}
+
+
+def node_id(machine_id: str, path: str) -> ua.NodeId:
+    return ua.NodeId(f"{machine_id}/{path}", NAMESPACE_INDEX)
+
+
+def cnc_values(s: Snapshot, spindle_override: float) -> dict[str, Any]:
+    """The dynamic node values (by path) of a CNC in the snapshot's state."""
+    mode, item, program_state, rotating, prog_status, cnc_mode = _STATE_SIGNALS[s.state]
+    return {
+        "Monitoring/MachineTool/OperationMode": mode,
+        "Monitoring/MachineTool/MachineryItemState": item,
+        "Monitoring/MachineTool/AlarmCode": s.interval.fault_code,
+        "Monitoring/Spindle/IsRotating": rotating,
+        "Monitoring/Spindle/IsUsedAsAxis": False,
+        "Monitoring/Spindle/Override": spindle_override,
+        "Production/ActiveProgram/Name": s.interval.program,
+        "Production/ActiveProgram/State": program_state,
+        "Production/PartsProduced": s.parts % 2**32,
+        "Production/PartsRejected": s.scrap % 2**32,
+        "CncInterface/Channel1/ActProgramStatus": prog_status,
+        "CncInterface/Channel1/ActOperationMode": cnc_mode,
+    }
+
+
+class CncServer:
+    def __init__(
+        self, plant: MachinePlant, clock: Clock, host: str, port: int, update_interval_s: float = 0.02
+    ) -> None:
+        self.plant = plant
+        self.clock = clock
+        self.url = f"opc.tcp://{host}:{port}/"
+        self.update_interval_s = update_interval_s
+        # The phase's slowdown shows as the operator's feed override (100 % = ideal cycle).
+        self.spindle_override = round(100.0 / (1.0 + plant.phase.slowdown), 1)
+        self._server: Server | None = None
+        self._last: dict[str, Any] = {}
+
+    async def start(self) -> None:
+        mid = self.plant.machine_id
+        server = Server()
+        await server.init()  # ~2 s of CPU: asyncua builds the standard address space in Python
+        server.set_endpoint(self.url)
+        server.set_server_name(f"edgeproof simulated CNC {mid}")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        # The application URI takes namespace index 1, so it must differ from the namespace URI.
+        await server.set_application_uri(f"{NAMESPACE_URI}:{mid}")
+        idx = await server.register_namespace(NAMESPACE_URI)
+        if idx != NAMESPACE_INDEX:
+            raise RuntimeError(f"namespace {NAMESPACE_URI} got index {idx}, expected {NAMESPACE_INDEX}")
+        machines = await server.nodes.objects.add_folder(ua.NodeId("Machines", idx), ua.QualifiedName("Machines", idx))
+        root = await machines.add_object(ua.NodeId(mid, idx), ua.QualifiedName(mid, idx))
+        ident = self.plant.machine.identification
+        initial = {
+            "Identification/Manufacturer": ident.manufacturer,
+            "Identification/Model": ident.model,
+            "Identification/SerialNumber": ident.serial_number,
+            **cnc_values(self.plant.snapshot(self.clock.now()), self.spindle_override),
+        }
+        folders: dict[str, Node] = {"": root}
+        for path, vtype in NODES.items():
+            parent_path, _, name = path.rpartition("/")
+            parent = await self._folder(folders, parent_path)
+            await parent.add_variable(node_id(mid, path), ua.QualifiedName(name, idx), ua.Variant(initial[path], vtype))
+        self._server = server
+        await self.refresh()
+        await server.start()
+
+    async def _folder(self, folders: dict[str, Node], path: str) -> Node:
+        if path not in folders:
+            parent_path, _, name = path.rpartition("/")
+            parent = await self._folder(folders, parent_path)
+            mid = self.plant.machine_id
+            folders[path] = await parent.add_object(node_id(mid, path), ua.QualifiedName(name, NAMESPACE_INDEX))
+        return folders[path]
+
+    async def refresh(self) -> None:
+        assert self._server is not None
+        now: datetime = self.clock.now()
+        for path, value in cnc_values(self.plant.snapshot(now), self.spindle_override).items():
+            if self._last.get(path, _UNSET) == value:
+                continue
+            dv = ua.DataValue(ua.Variant(value, NODES[path]), SourceTimestamp=now)
+            await self._server.write_attribute_value(node_id(self.plant.machine_id, path), dv)
+            self._last[path] = value
+
+    async def run_updates(self) -> None:
+        while True:
+            await asyncio.sleep(self.update_interval_s)
+            await self.refresh()
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop()
+            self._server = None
+
+
+_UNSET = object()
