@@ -52,27 +52,37 @@ class ClockSpec(BaseModel):
 
 
 class ScaledClock:
-    """Plant time = sim_origin + (wall time - wall_origin) * speed."""
+    """Plant time = sim_origin + (wall time - wall_origin) * speed.
 
-    def __init__(self, sim_origin: datetime, wall_origin: float, speed: float) -> None:
+    A clock built without a wall origin is paused at sim_origin until `start()`: a simulator can
+    take as long as it needs to come up, then start plant time and publish the clock.
+    """
+
+    def __init__(self, sim_origin: datetime, wall_origin: float | None, speed: float) -> None:
         if sim_origin.tzinfo is None:
             raise ValueError("sim_origin must be timezone-aware")
         self.sim_origin = sim_origin.astimezone(UTC)
         self.wall_origin = wall_origin
         self.speed = speed
 
-    @classmethod
-    def starting_now(cls, sim_origin: datetime, speed: float) -> ScaledClock:
-        return cls(sim_origin, time.time(), speed)
+    def start(self) -> None:
+        if self.wall_origin is None:
+            self.wall_origin = time.time()
 
     def now(self) -> datetime:
+        if self.wall_origin is None:
+            return self.sim_origin
         return self.sim_origin + timedelta(seconds=(time.time() - self.wall_origin) * self.speed)
 
     def wall_time_at(self, sim_time: datetime) -> float:
+        if self.wall_origin is None:
+            raise RuntimeError("the clock has not been started")
         return self.wall_origin + (sim_time - self.sim_origin).total_seconds() / self.speed
 
     async def sleep(self, sim_seconds: float) -> None:
         await asyncio.sleep(max(0.0, sim_seconds / self.speed))
 
     def spec(self) -> ClockSpec:
+        if self.wall_origin is None:
+            raise RuntimeError("the clock has not been started")
         return ClockSpec(sim_origin=self.sim_origin, wall_origin=self.wall_origin, speed=self.speed)

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import unicodedata
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
@@ -30,14 +31,15 @@ from cloud_ingest.report import build_report
 from cloud_ingest.store import Store
 from edge_agent.outbox import Outbox
 from edgeproof.broker import EmbeddedBroker
-from edgeproof.clock import ScaledClock
+from edgeproof.clock import ClockSpec, ScaledClock
 from edgeproof.indicators import TimeElements, oee, total
 from edgeproof.netutil import free_port, free_port_block
 from simulators.scenario import load_scenario
 
 PHASES = ("baseline", "post")
 DEFAULT_PORT_BASE = 15020  # the port base the shipped agent configs are written for
-STARTUP_ALLOWANCE_S = 4.0  # wall seconds between launching a phase and its window opening
+AGENT_STARTUP_S = 4.0  # wall seconds from the simulator being ready to the window opening
+AGENT_STOP_S = 3.0  # wall seconds for an agent to drain and stop
 
 
 def demo_file(name: str) -> Path:
@@ -79,7 +81,11 @@ def _stop(proc: subprocess.Popen[str], timeout: float = 20.0) -> int:
 
 
 class PlantRun:
-    """One phase of the simulated plant with an agent observing it, both as child processes."""
+    """One phase of the simulated plant with an agent observing it, both as child processes.
+
+    The simulator can be launched early with a clock pinned to a later wall time (`launch_sim`),
+    so its slow start overlaps the previous phase; the agent starts when its turn comes.
+    """
 
     def __init__(self, phase: str, out: Path, speed: float, mqtt_port: int, scenario: Path | None = None) -> None:
         self.phase = phase
@@ -92,26 +98,45 @@ class PlantRun:
         self.truth_path = out / f"truth-{phase}.json"
         self.config_path = out / f"agent-{phase}.yaml"
         self.data_dir = out / "agent-data"
+        self.port_base = 0
         self.clock: ScaledClock | None = None
         self.sim: subprocess.Popen[str] | None = None
         self.agent: subprocess.Popen[str] | None = None
 
-    def start(self) -> None:
-        port_base = free_port_block(12)
-        # the window opens a few wall seconds from now, so servers and agent are up by then
-        self.clock = ScaledClock(self.window[0], time.time() + STARTUP_ALLOWANCE_S, self.speed)
-        clock_json = self.clock.spec().model_dump_json()
-        sim_args = ["-m", "simulators", "--phase", self.phase, "--port-base", str(port_base)]
-        sim_args += ["--truth", str(self.truth_path), "--clock", clock_json]
+    def launch_sim(self, window_opens_at: float | None = None) -> None:
+        """Start the simulator; plant time starts when it is ready, or as pinned by `window_opens_at`."""
+        self.port_base = free_port_block(12)
+        sim_args = ["-m", "simulators", "--phase", self.phase, "--port-base", str(self.port_base)]
+        sim_args += ["--truth", str(self.truth_path)]
+        if window_opens_at is not None:
+            sim_args += [
+                "--clock",
+                ClockSpec(sim_origin=self.window[0], wall_origin=window_opens_at, speed=self.speed).model_dump_json(),
+            ]
+        else:  # the agent gets AGENT_STARTUP_S of wall time before the window opens
+            sim_args += ["--speed", str(self.speed), "--lead-s", str(AGENT_STARTUP_S * self.speed)]
         if self.scenario is not None:
             sim_args += ["--scenario", str(self.scenario)]
         self.sim = _spawn(sim_args, self.out / f"sim-{self.phase}.log")
-        if not (self.sim.stdout and self.sim.stdout.readline()):
+
+    def _wait_sim_ready(self) -> ClockSpec:
+        assert self.sim is not None and self.sim.stdout is not None
+        ready = self.sim.stdout.readline()
+        if not ready:
             raise RuntimeError(f"simulator did not start; see {self.out / f'sim-{self.phase}.log'}")
-        config = agent_config_for(self.phase, port_base, self.mqtt_port, self.data_dir)
+        spec = ClockSpec.model_validate(json.loads(ready)["clock"])
+        self.clock = spec.build()  # type: ignore[assignment]
+        return spec
+
+    def start_agent(self) -> None:
+        spec = self._wait_sim_ready()
+        assert self.clock is not None
+        if self.clock.now() > self.window[0]:
+            print(f"  warning: the {self.phase} simulator was ready after its window opened", file=sys.stderr)
+        config = agent_config_for(self.phase, self.port_base, self.mqtt_port, self.data_dir)
         self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
         self.agent = _spawn(
-            ["-m", "edge_agent", "--config", str(self.config_path), "--clock", clock_json],
+            ["-m", "edge_agent", "--config", str(self.config_path), "--clock", spec.model_dump_json()],
             self.out / f"agent-{self.phase}.log",
         )
 
@@ -119,11 +144,19 @@ class PlantRun:
         assert self.clock is not None
         time.sleep(max(0.0, self.clock.wall_time_at(plant_time) - time.time() + extra_wall_s))
 
+    def wait_for_end(self) -> None:
+        self.wait_until(self.window[1], extra_wall_s=1.0)  # the last bucket closes at the first tick past the end
+
+    @property
+    def end_wall_time(self) -> float:
+        assert self.clock is not None
+        return self.clock.wall_time_at(self.window[1]) + 1.0
+
     def stop(self) -> None:
         """Stop the agent (it drains its outbox) and the simulator; raise if the agent failed."""
-        assert self.agent is not None and self.sim is not None
-        agent_rc = _stop(self.agent)
-        _stop(self.sim)
+        agent_rc = _stop(self.agent) if self.agent is not None else 0
+        if self.sim is not None:
+            _stop(self.sim)
         if agent_rc != 0:
             raise RuntimeError(f"agent exited with {agent_rc}; see {self.out / f'agent-{self.phase}.log'}")
 
@@ -131,12 +164,28 @@ class PlantRun:
     def truth(self) -> dict[str, Any]:
         return json.loads(self.truth_path.read_text(encoding="utf-8"))
 
-    def run(self, say: Any) -> None:
-        self.start()
-        start, end = self.window
-        say(f"  {self.phase}: plant time {start.isoformat()} → {end.isoformat()} at {self.speed:g}× ...")
-        self.wait_until(end, extra_wall_s=1.0)  # the last bucket closes at the first tick past the end
-        self.stop()
+
+def run_phases(out: Path, speed: float, mqtt_port: int, scenario: Path | None, say: Any) -> list[PlantRun]:
+    """Baseline then post-retrofit; the post simulator starts up while the baseline runs."""
+    baseline = PlantRun("baseline", out, speed, mqtt_port, scenario)
+    post = PlantRun("post", out, speed, mqtt_port, scenario)
+    try:
+        baseline.launch_sim()
+        baseline.start_agent()
+        say(
+            f"  baseline 改造前: plant time {baseline.window[0].isoformat()} → {baseline.window[1].isoformat()}"
+            f" at {speed:g}×"
+        )
+        post.launch_sim(window_opens_at=baseline.end_wall_time + AGENT_STOP_S + AGENT_STARTUP_S)
+        baseline.wait_for_end()
+        baseline.stop()
+        post.start_agent()
+        say(f"  post 改造后: plant time {post.window[0].isoformat()} → {post.window[1].isoformat()} at {speed:g}×")
+        post.wait_for_end()
+    finally:
+        baseline.stop()
+        post.stop()
+    return [baseline, post]
 
 
 def _pct(v: float | None) -> str:
@@ -193,11 +242,8 @@ def run(args: argparse.Namespace) -> int:
     ingest = IngestService(db, broker.host, broker.port)
     ingest.start()
     say(f"  embedded MQTT broker on {broker.host}:{broker.port}; cloud ingest → {db}")
-    results: list[PlantRun] = []
     try:
-        for phase in PHASES:
-            results.append(PlantRun(phase, out, args.speed, broker.port, args.scenario))
-            results[-1].run(say)
+        results = run_phases(out, args.speed, broker.port, args.scenario, say)
         agent_id = yaml.safe_load(results[-1].config_path.read_text(encoding="utf-8"))["agent"]["id"]
         outbox = Outbox(out / "agent-data" / "outbox.sqlite")
         produced, left = outbox.last_seq(), outbox.depth()
@@ -220,22 +266,39 @@ def run(args: argparse.Namespace) -> int:
     return 0 if stored == produced else 1
 
 
+def _width(text: str) -> int:
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 1 for c in text)
+
+
+def _cell(text: str, width: int, right: bool = False) -> str:
+    pad = " " * max(0, width - _width(text))
+    return pad + text if right else text + pad
+
+
 def print_table(report: EvidenceReport, results: list[PlantRun], say: Any) -> None:
     measured = {
         "baseline": [m.machine_id for m in report.machines if m.baseline.oee.value is not None],
         "post": [m.machine_id for m in report.machines if m.post.oee.value is not None],
     }
     truths = {r.phase: truth_summary(r.truth, measured[r.phase]) for r in results}
-    say("\n  indicator 指标                           baseline 改造前         post 改造后")
-    say("                                        measured    truth       measured    truth")
+    say("")
+    say("  " + _cell("indicator 指标", 40) + _cell("source 来源", 12) + _cell("baseline 改造前", 22) + "post 改造后")
+    say("  " + " " * 52 + "measured    truth     measured    truth")
     for ind in report.indicators:
-        tb, tp = truths["baseline"].get(ind.key), truths["post"].get(ind.key)
-        label = f"{ind.label.zh} {ind.label.en}"
-        say(
-            f"  {label[:36]:<36}  {_pct(ind.baseline.value):>8}  {_pct(tb):>8}"
-            f"      {_pct(ind.post.value):>8}  {_pct(tp):>8}"
+        key = "quality" if ind.key == "pass_rate" else ind.key
+        tb, tp = truths["baseline"].get(key), truths["post"].get(key)
+        row = (
+            _cell(ind.label.zh, 40)
+            + _cell(ind.post.provenance, 12)
+            + _cell(_pct(ind.baseline.value), 8, True)
+            + _cell(_pct(tb), 9, True)
+            + "  "
+            + _cell(_pct(ind.post.value), 8, True)
+            + _cell(_pct(tp), 9, True)
         )
-    say("  (truth: the simulator's ground truth over the machines the agent measured; — where it has none)")
+        say("  " + row)
+    say("  truth 真值: the simulator's ground truth over the machines the agent measured (— where it has none);")
+    say("  English labels, definitions and the numbers behind each value are in the report.")
 
 
 def main(argv: list[str] | None = None) -> int:

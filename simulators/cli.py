@@ -13,7 +13,6 @@ import json
 import logging
 import signal
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port-base", type=int, default=15020, help="IO gateway port; machine i uses base+1+i")
     parser.add_argument("--speed", type=float, default=1.0, help="plant seconds per wall second")
     parser.add_argument(
-        "--lead-s", type=float, default=120.0, help="plant time starts this many seconds before the window"
+        "--lead-s", type=float, default=120.0,
+        help="plant time starts this many seconds before the window, once the servers are ready"
     )
     parser.add_argument("--clock", default=None, help="a ClockSpec as JSON; overrides --speed and --lead-s")
     parser.add_argument("--truth", type=Path, default=None, help="write the phase's ground truth here (JSON)")
@@ -47,7 +47,7 @@ def _clock(args: argparse.Namespace, scenario: Scenario) -> Clock:
     if args.speed <= 0:
         raise ValueError("--speed must be positive")
     start = scenario.phase(args.phase).window.start - timedelta(seconds=args.lead_s)
-    return ScaledClock(start, time.time(), args.speed)
+    return ScaledClock(start, None, args.speed)  # paused until every server is up
 
 
 async def _until_end(clock: Clock, scenario: Scenario, phase: str, stop: asyncio.Event) -> None:

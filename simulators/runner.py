@@ -51,10 +51,6 @@ async def run_plant(
     """Serve the phase until `stop` is set; raises if a server cannot start or a refresh fails."""
     exposed = set(scenario.phase(phase).exposed)
     plants = build_plant(scenario, phase)
-    spec = clock_spec(clock)
-    if truth_path is not None:
-        write_truth(truth_path, build_truth(scenario, phase, plants, spec, port_base))
-
     interval = scenario.update_interval_s
     servers: list[_SimServer] = []
     endpoints: dict[str, dict[str, Any]] = {}
@@ -82,6 +78,11 @@ async def run_plant(
         for server in servers:
             await server.start()
             started.append(server)
+        if isinstance(clock, ScaledClock):
+            clock.start()  # plant time starts once every server answers
+        spec = clock_spec(clock)
+        if truth_path is not None:
+            write_truth(truth_path, build_truth(scenario, phase, plants, spec, port_base))
         if on_ready is not None:
             on_ready({"endpoints": endpoints, "clock": spec.model_dump(mode="json")})
         # A failing refresh loop cancels the group and surfaces here instead of serving stale values.
