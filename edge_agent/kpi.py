@@ -7,13 +7,15 @@ data) is kept apart so it is never counted as running or stopped.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from edge_agent.calendar import Buckets, Planned, ShiftCalendar
 from edge_agent.counters import CounterTracker
 from edgeproof.indicators import TimeElements
 
+_MICROSECOND = timedelta(microseconds=1)
 _IN_PBT_FIELD = {
     "RUNNING": "apt_s",
     "SETUP": "setup_s",
@@ -37,6 +39,27 @@ class ClosedBucket:
     start: datetime
     end: datetime
     elements: TimeElements
+
+
+@dataclass
+class _OpenBucket:
+    """Time in whole microseconds, so sums are exact; converted to seconds when the bucket closes."""
+
+    micros: Counter[str] = field(default_factory=Counter)
+    pq: int = 0
+    sq: int = 0
+
+    def elements(self, ideal_cycle_s: float | None) -> TimeElements:
+        seconds = {name: us / 1_000_000 for name, us in self.micros.items()}
+        pru = ideal_cycle_s or 0.0
+        return TimeElements(
+            **seconds,
+            pq=self.pq,
+            sq=self.sq,
+            ideal_run_s=pru * self.pq,
+            ideal_good_s=pru * (self.pq - self.sq),
+            ideal_known=ideal_cycle_s is not None,
+        )
 
 
 @dataclass
@@ -65,7 +88,7 @@ class MachineAccumulator:
     raw_state: str = "UNKNOWN"
     reason: str | None = None
     _open: _Open | None = None
-    _elements: dict[datetime, TimeElements] = field(default_factory=dict)
+    _buckets: dict[datetime, _OpenBucket] = field(default_factory=dict)
     _parts: CounterTracker | None = None
     _scrap: CounterTracker | None = None
 
@@ -77,11 +100,8 @@ class MachineAccumulator:
         """Account the current bucket from its start: time before the agent ran is UNKNOWN."""
         self.last_t = self.buckets.start_of(t)
 
-    def _bucket(self, t: datetime) -> TimeElements:
-        key = self.buckets.start_of(t)
-        if key not in self._elements:
-            self._elements[key] = TimeElements(ideal_known=self.ideal_cycle_s is not None)
-        return self._elements[key]
+    def _bucket(self, t: datetime) -> _OpenBucket:
+        return self._buckets.setdefault(self.buckets.start_of(t), _OpenBucket())
 
     def advance(self, t: datetime, raw_state: str, reason: str | None) -> list[ClosedInterval]:
         """Credit [last_t, t) to the previous state, then adopt the new one."""
@@ -93,7 +113,7 @@ class MachineAccumulator:
         while cursor < t:
             bucket_end = min(t, self.buckets.end_of(self.buckets.start_of(cursor)))
             for a, b, planned in self.calendar.segments(cursor, bucket_end):
-                self._credit(self._bucket(a), self.raw_state, planned, (b - a).total_seconds())
+                self._credit(self._bucket(a), self.raw_state, planned, (b - a) // _MICROSECOND)
                 closed += self._track_raw(self.raw_state, planned, a, self.reason)
             cursor = bucket_end
         self.last_t = max(self.last_t, t)
@@ -118,38 +138,33 @@ class MachineAccumulator:
         return [done] if done.end > done.start else []
 
     @staticmethod
-    def _credit(te: TimeElements, raw: str, planned: Planned, seconds: float) -> None:
-        te.window_s += seconds
+    def _credit(bucket: _OpenBucket, raw: str, planned: Planned, micros: int) -> None:
+        us = bucket.micros
+        us["window_s"] += micros
         if raw != "UNKNOWN":
-            te.observed_s += seconds
+            us["observed_s"] += micros
         if planned == "off":
             return
-        te.pot_s += seconds
+        us["pot_s"] += micros
         if planned == "break" or raw == "PLANNED_STOP":
-            te.pdot_s += seconds
+            us["pdot_s"] += micros
             if raw == "RUNNING":
-                te.running_in_planned_stop_s += seconds
+                us["running_in_planned_stop_s"] += micros
             return
-        name = _IN_PBT_FIELD[raw]
-        setattr(te, name, getattr(te, name) + seconds)
+        us[_IN_PBT_FIELD[raw]] += micros
 
     def count(self, t: datetime, parts: float | None, scrap: float | None) -> None:
         """Counter samples at time t (None: not read this time)."""
         assert self._parts is not None and self._scrap is not None
-        te = self._bucket(max(t, self.last_t or t))
-        pq = self._parts.update(parts) if parts is not None else 0
-        sq = self._scrap.update(scrap) if scrap is not None else 0
-        te.pq += pq
-        te.sq += sq
-        if self.ideal_cycle_s is not None:
-            te.ideal_run_s += self.ideal_cycle_s * pq
-            te.ideal_good_s += self.ideal_cycle_s * (pq - sq)
+        bucket = self._bucket(max(t, self.last_t or t))
+        bucket.pq += self._parts.update(parts) if parts is not None else 0
+        bucket.sq += self._scrap.update(scrap) if scrap is not None else 0
 
     def close_buckets(self, upto: datetime) -> list[ClosedBucket]:
         """Buckets that end at or before `upto` (time has been credited up to there)."""
         done = []
-        for start in sorted(self._elements):
+        for start in sorted(self._buckets):
             end = self.buckets.end_of(start)
             if end <= upto:
-                done.append(ClosedBucket(start, end, self._elements.pop(start)))
+                done.append(ClosedBucket(start, end, self._buckets.pop(start).elements(self.ideal_cycle_s)))
         return done

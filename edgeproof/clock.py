@@ -65,6 +65,10 @@ class ScaledClock:
         self.wall_origin = wall_origin
         self.speed = speed
 
+    @classmethod
+    def starting_now(cls, sim_origin: datetime, speed: float) -> ScaledClock:
+        return cls(sim_origin, time.time(), speed)
+
     def start(self) -> None:
         if self.wall_origin is None:
             self.wall_origin = time.time()

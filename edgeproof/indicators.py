@@ -80,9 +80,11 @@ class TimeElements(BaseModel):
     ideal_good_s: NonNegativeFloat = Field(0.0, description="sum of PRU x GQ over products")
     ideal_known: bool = Field(True, description="False when some produced part had no ideal cycle time")
 
+    # time elements are exact to the microsecond; rounding keeps float sums such as 3600.0000000000005
+    # minus 3600.0 from leaving a 1e-12 s denominator where there is none
     @property
     def pbt_s(self) -> float:
-        return self.pot_s - self.pdot_s
+        return round(self.pot_s - self.pdot_s, 6)
 
     @property
     def gq(self) -> float:
@@ -90,7 +92,7 @@ class TimeElements(BaseModel):
 
     @property
     def observed_pbt_s(self) -> float:
-        return self.pbt_s - self.unknown_s
+        return round(self.pbt_s - self.unknown_s, 6)
 
     def __add__(self, other: TimeElements) -> TimeElements:
         fields = {name: getattr(self, name) + getattr(other, name) for name in _ADDITIVE}
