@@ -8,13 +8,12 @@ from __future__ import annotations
 from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from connectors.modbus import ModbusTcpDeviceConfig
 from connectors.opcua import OpcUaDeviceConfig
-from edgeproof.configfile import load_yaml_model, located_error
+from edgeproof.configfile import TimeZoneName, load_yaml_model, located_error
 from edgeproof.contract import MachineState
 
 
@@ -36,16 +35,7 @@ class Firm(_Model):
 class Site(_Model):
     firm: Firm
     name: str
-    timezone: str = "Asia/Shanghai"
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {v!r}") from e
-        return v
+    timezone: TimeZoneName = "Asia/Shanghai"
 
 
 class Process(_Model):

@@ -11,11 +11,11 @@ from datetime import datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from edgeproof.configfile import load_yaml_model
+from edgeproof.configfile import TimeZoneName, load_yaml_model
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -143,22 +143,13 @@ class Phase(_Strict):
 class Scenario(_Strict):
     scenario: str
     seed: int = Field(ge=0)
-    timezone: str
+    timezone: TimeZoneName
     calendar: Calendar
     model_lead_s: int = Field(default=3600, ge=0, description="plant modelled this long before a window")
     model_tail_s: int = Field(default=3600, ge=0, description="plant modelled this long after a window")
     update_interval_s: float = Field(default=0.02, gt=0, description="wall seconds between server refreshes")
     machines: list[Machine] = Field(min_length=1)
     phases: dict[str, Phase] = Field(min_length=1)
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as e:
-            raise ValueError(f"unknown time zone {value!r}") from e
-        return value
 
     @model_validator(mode="after")
     def _references(self) -> Scenario:
