@@ -103,6 +103,15 @@ def test_every_message_produced_is_stored_exactly_once(run: Run) -> None:
     assert during >= 11  # the 06:00 bucket closed (10 kpi + 1 site) at 07:00, while the broker was down
 
 
+def test_retained_status_says_offline_after_a_clean_stop(run: Run) -> None:
+    with Store(run.store) as store:
+        status = store.status(AGENT)
+        birth = store.latest_birth(AGENT)
+    assert status is not None and birth is not None
+    assert status.online is False and status.boot_id == birth.boot_id
+    assert status.at is not None  # said by the agent itself, not the broker's last will
+
+
 def test_malformed_messages_are_dead_lettered_and_ingest_keeps_storing(run: Run) -> None:
     with Store(run.store) as store:
         dead = store.dead_letters()
