@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -48,10 +49,16 @@ def _aware(t: datetime | None) -> datetime | None:
     return t.replace(tzinfo=UTC) if t is not None and t.tzinfo is None else t
 
 
+@dataclass(frozen=True)
+class OpcUaGroup:
+    interval_s: float
+
+
 class OpcUaDevice:
     def __init__(self, config: OpcUaDeviceConfig) -> None:
         self.config = config
         self.id = config.id
+        self.groups = [OpcUaGroup(config.poll_interval_s)]
         self._client: Client | None = None
         self._backoff = Backoff()
         self._node_ids = [ua.NodeId.from_string(t.node) for t in config.tags]
@@ -67,7 +74,11 @@ class OpcUaDevice:
             self._client = client
         return self._client
 
+    async def read_group(self, group: OpcUaGroup, now_fn: Callable[[], datetime]) -> list[Sample]:
+        return await self.read(now_fn)
+
     async def read(self, now_fn: Callable[[], datetime]) -> list[Sample]:
+        """Every tag in one batch Read."""
         if not self._backoff.ready():
             return self._all_bad(now_fn(), "server unreachable, waiting to retry")
         try:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from connectors.modbus import ModbusTcpDeviceConfig
+from connectors.modbus.config import ModbusDeviceConfig
 from connectors.opcua import OpcUaDeviceConfig
 from edgeproof.configfile import TimeZoneName, load_yaml_model, located_error
 from edgeproof.contract import MachineState
@@ -125,7 +125,9 @@ class Mqtt(_Model):
     max_inflight: int = Field(20, ge=1, description="QoS 1 messages awaiting PUBACK at once")
 
 
-DeviceConfig = Annotated[ModbusTcpDeviceConfig | OpcUaDeviceConfig, Field(discriminator="protocol")]
+DeviceConfig = Annotated[ModbusDeviceConfig | OpcUaDeviceConfig, Field(discriminator="protocol")]
+# settings that belong to a shared Modbus link: every device on one endpoint must agree on them
+LINK_FIELDS = ("transport", "baudrate", "parity", "stopbits", "bytesize", "timeout_s", "retries", "request_delay_s")
 
 
 class AgentConfig(_Model):
@@ -149,6 +151,17 @@ class AgentConfig(_Model):
             for index, ident in enumerate(ids):
                 if ident in ids[:index]:
                     raise located_error((section, index, "id"), f"duplicate id {ident!r}")
+        first_on_link: dict[tuple[str, str], ModbusDeviceConfig] = {}
+        for i, d in enumerate(self.devices):
+            if not isinstance(d, ModbusDeviceConfig):
+                continue
+            first = first_on_link.setdefault(d.link_key, d)
+            for name in LINK_FIELDS:
+                if getattr(d, name) != getattr(first, name):
+                    raise located_error(
+                        ("devices", i, name),
+                        f"{d.id} shares link {d.link_key[1]} with {first.id}, whose {name} is {getattr(first, name)!r}",
+                    )
         processes = {p.id for p in self.processes}
         devices = {d.id: d for d in self.devices}
         for i, m in enumerate(self.machines):

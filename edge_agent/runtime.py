@@ -9,8 +9,7 @@ import uuid
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from connectors.modbus import ModbusTcpDevice
-from connectors.opcua import OpcUaDevice
+from connectors.registry import Device, open_devices
 from connectors.sample import Sample
 from edge_agent.calendar import Buckets, ShiftCalendar
 from edge_agent.config import AgentConfig, Machine
@@ -33,14 +32,7 @@ from edgeproof.contract import (
 from edgeproof.indicators import ProcessInfo, RegisteredMachine, oee, site_ratios
 
 log = logging.getLogger(__name__)
-Device = ModbusTcpDevice | OpcUaDevice
-STALE_POLLS = 3  # a device's samples older than this many poll periods (plus timeout) count as no data
-
-
-def build_device(cfg: object) -> Device:
-    from connectors.modbus import ModbusTcpDeviceConfig
-
-    return ModbusTcpDevice(cfg) if isinstance(cfg, ModbusTcpDeviceConfig) else OpcUaDevice(cfg)  # type: ignore[arg-type]
+STALE_POLLS = 3  # a tag not refreshed within this many poll periods (plus the timeout) counts as no data
 
 
 class Agent:
@@ -53,9 +45,10 @@ class Agent:
         self.buckets = Buckets(config.kpi.bucket_minutes, tz)
         self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite")
         self.publisher = MqttPublisher(config.mqtt, config.agent.id, self.boot_id, self.outbox, clock.now)
-        self.devices = {d.id: build_device(d) for d in config.devices}
+        self.devices: dict[str, Device] = open_devices(config.devices)
         self.latest: dict[str, dict[str, Sample]] = {d: {} for d in self.devices}
-        self._fresh_until: dict[str, float] = {}  # device -> monotonic deadline of its last good poll
+        self._fresh_until: dict[tuple[str, str], float] = {}  # (device, tag) -> monotonic deadline
+        self.overruns: dict[tuple[str, float], int] = {}  # (device, poll interval) -> late poll cycles
         self.rules = {name: StateRules(rules) for name, rules in config.state_rules.items()}
         self.accumulators = {
             m.id: MachineAccumulator(m.id, m.ideal_cycle_s, self.calendar, self.buckets, m.counters.bits)
@@ -145,41 +138,61 @@ class Agent:
             )
 
     # --- acquisition ----------------------------------------------------------------------
-    async def _poll_device(self, device: Device, stop: asyncio.Event) -> None:
-        period = device.config.poll_interval_s
+    async def _poll_group(self, device: Device, group: object, stop: asyncio.Event) -> None:
+        period: float = group.interval_s  # type: ignore[attr-defined]
+        lifetime = STALE_POLLS * period + device.config.timeout_s
         machines = [m for m in self.config.machines if m.device == device.id]
+        key = (device.id, period)
+        self.overruns[key] = 0
         while not stop.is_set():
             started = time.monotonic()
             try:
-                samples = await device.read(self.clock.now)
+                samples = await device.read_group(group, self.clock.now)  # type: ignore[arg-type]
             except Exception as e:  # a connector bug must not end acquisition: report it as bad data
                 log.exception("device read crashed", extra={"device": device.id})
                 now = self.clock.now()
                 samples = [Sample.bad(device.id, t.name, now, f"internal error: {e!r}") for t in device.config.tags]
             self.samples_read += len(samples)
-            self.latest[device.id] = {s.tag: s for s in samples}
-            if any(s.good for s in samples):
-                self._fresh_until[device.id] = time.monotonic() + STALE_POLLS * period + device.config.timeout_s
+            latest = self.latest[device.id]
+            fresh_until = time.monotonic() + lifetime
+            for s in samples:
+                latest[s.tag] = s
+                if s.good:
+                    self._fresh_until[(device.id, s.tag)] = fresh_until
             for m in machines:
-                self._count(m, self.latest[device.id])
-            await asyncio.sleep(max(0.0, period - (time.monotonic() - started)))
+                self._count(m, {s.tag: s for s in samples})
+            elapsed = time.monotonic() - started
+            if elapsed > period:
+                self.overruns[key] += 1
+            await asyncio.sleep(max(0.0, period - elapsed))
 
     def _count(self, machine: Machine, values: dict[str, Sample]) -> None:
-        def good(tag: str | None) -> float | None:
+        """Counter deltas from the samples of one poll (tags of other groups are absent)."""
+
+        def good(tag: str | None) -> Sample | None:
             s = values.get(tag) if tag else None
-            return s.value if s is not None and s.good and isinstance(s.value, int | float) else None
+            return s if s is not None and s.good and isinstance(s.value, int | float) else None
 
         parts, scrap = good(machine.counters.parts), good(machine.counters.scrap)
         if parts is not None or scrap is not None:
-            t = next(iter(values.values())).agent_time
-            self.accumulators[machine.id].count(t, parts, scrap)
+            t = (parts or scrap).agent_time  # type: ignore[union-attr]
+            self.accumulators[machine.id].count(
+                t,
+                parts.value if parts else None,
+                scrap.value if scrap else None,  # type: ignore[arg-type]
+            )
 
     def _machine_state(self, machine: Machine) -> tuple[str, str | None]:
         if machine.device is None or machine.state_rules is None:
             return "UNKNOWN", "not acquired"
-        if time.monotonic() > self._fresh_until.get(machine.device, 0.0):
-            return "UNKNOWN", "no fresh data"
-        return self.rules[machine.state_rules].evaluate(self.latest[machine.device])
+        now = time.monotonic()
+        values = {
+            tag: s
+            if not s.good or now <= self._fresh_until.get((machine.device, tag), 0.0)
+            else Sample.bad(s.device_id, tag, s.agent_time, "stale: not refreshed in time")
+            for tag, s in self.latest[machine.device].items()
+        }
+        return self.rules[machine.state_rules].evaluate(values)
 
     def evaluate(self, now: datetime) -> None:
         """Advance every machine to `now`; publish closed state intervals and closed buckets."""
@@ -195,7 +208,7 @@ class Agent:
             self._emit_buckets(closed)
 
     async def _evaluate_loop(self, stop: asyncio.Event) -> None:
-        tick = min([d.poll_interval_s for d in self.config.devices] or [1.0])
+        tick = min([g.interval_s for d in self.devices.values() for g in d.groups] or [1.0])
         while not stop.is_set():
             self.evaluate(self.clock.now())
             await asyncio.sleep(tick)
@@ -211,7 +224,7 @@ class Agent:
             acc.start(now)
         self._birth()
         self.publisher.start()
-        tasks = [asyncio.create_task(self._poll_device(d, stop)) for d in self.devices.values()]
+        tasks = [asyncio.create_task(self._poll_group(d, g, stop)) for d in self.devices.values() for g in d.groups]
         tasks.append(asyncio.create_task(self._evaluate_loop(stop)))
         tasks.append(asyncio.create_task(self.publisher.run(stop)))
         try:
@@ -221,6 +234,10 @@ class Agent:
             for d in self.devices.values():
                 await d.close()
             drained = await self.publisher.drain(drain_timeout_s)
-            log.info("agent stopping", extra={"drained": drained, "outbox_depth": self.outbox.depth()})
+            late = {f"{d}@{p:g}s": n for (d, p), n in self.overruns.items() if n}
+            log.info(
+                "agent stopping",
+                extra={"drained": drained, "outbox_depth": self.outbox.depth(), "poll_overruns": late or 0},
+            )
             self.publisher.stop()
             self.outbox.close()

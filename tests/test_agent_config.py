@@ -49,7 +49,7 @@ machines:
     state_rules: r
 devices:
   - id: d1
-    protocol: modbus_tcp
+    protocol: modbus
     host: 127.0.0.1
     tags:
       - {name: run, area: holding, address: 0}
@@ -113,3 +113,14 @@ def test_agent_cli_exits_2_with_the_error(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{path}:13: machines[0].digital: Input should be a valid boolean" in proc.stderr
+
+
+def test_devices_sharing_a_link_must_agree_on_its_settings(tmp_path: Path) -> None:
+    second = (
+        "  - id: d2\n    protocol: modbus\n    host: 127.0.0.1\n    unit: 2\n    timeout_s: 3\n"
+        "    tags:\n      - {name: run, area: holding, address: 0}\n"
+    )
+    path = _write(tmp_path, BASE.replace("state_rules:\n  r:", second + "state_rules:\n  r:"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:26: devices[1].timeout_s: d2 shares link 127.0.0.1:502 with d1, whose timeout_s is 1.0"

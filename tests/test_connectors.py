@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from connectors.modbus import ModbusTag, ModbusTcpDevice, ModbusTcpDeviceConfig, decode
+from connectors.modbus import ModbusDevice, ModbusDeviceConfig, ModbusLink
 from connectors.opcua import OpcUaDevice, OpcUaDeviceConfig
 from connectors.sample import Sample
 from edgeproof.netutil import free_port_block, wait_port
@@ -29,9 +29,20 @@ class Sim:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "simulators", "--phase", "baseline", "--port-base", str(self.port_base),
-             "--speed", "60"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            [
+                sys.executable,
+                "-m",
+                "simulators",
+                "--phase",
+                "baseline",
+                "--port-base",
+                str(self.port_base),
+                "--speed",
+                "60",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
         )
         assert self.proc.stdout is not None and self.proc.stdout.readline().startswith('{"ready": true')
 
@@ -50,47 +61,51 @@ def sim() -> Iterator[Sim]:
     s.stop()
 
 
-def plc(port: int) -> ModbusTcpDevice:
-    return ModbusTcpDevice(
-        ModbusTcpDeviceConfig.model_validate(
-            {"id": "plc-01", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port, "timeout_s": 0.5,
-             "tags": [{"name": "run", "area": "holding", "address": 0},
-                      {"name": "parts", "area": "holding", "address": 3, "type": "uint32"},
-                      {"name": "power_kw", "area": "holding", "address": 7, "type": "float32"},
-                      {"name": "run_di", "area": "discrete", "address": 0, "type": "bool"}]}
-        )
+def plc(port: int) -> ModbusDevice:
+    config = ModbusDeviceConfig.model_validate(
+        {
+            "id": "plc-01",
+            "protocol": "modbus",
+            "host": "127.0.0.1",
+            "port": port,
+            "timeout_s": 0.5,
+            "tags": [
+                {"name": "run", "area": "holding", "address": 0},
+                {"name": "parts", "area": "holding", "address": 3, "type": "uint32"},
+                {"name": "power_kw", "area": "holding", "address": 7, "type": "float32"},
+                {"name": "run_di", "area": "discrete", "address": 0, "type": "bool"},
+            ],
+        }
     )
+    return ModbusDevice(config, ModbusLink(config))
 
 
 def cnc(port: int) -> OpcUaDevice:
     ns = "ns=2;s=CNC-01/"
     return OpcUaDevice(
         OpcUaDeviceConfig.model_validate(
-            {"id": "cnc-01", "protocol": "opcua", "url": f"opc.tcp://127.0.0.1:{port}/", "timeout_s": 1.0,
-             "tags": [{"name": "item_state", "node": ns + "Monitoring/MachineTool/MachineryItemState"},
-                      {"name": "parts", "node": ns + "Production/PartsProduced"},
-                      {"name": "missing", "node": ns + "No/Such/Node"}]}
+            {
+                "id": "cnc-01",
+                "protocol": "opcua",
+                "url": f"opc.tcp://127.0.0.1:{port}/",
+                "timeout_s": 1.0,
+                "tags": [
+                    {"name": "item_state", "node": ns + "Monitoring/MachineTool/MachineryItemState"},
+                    {"name": "parts", "node": ns + "Production/PartsProduced"},
+                    {"name": "missing", "node": ns + "No/Such/Node"},
+                ],
+            }
         )
     )
 
 
-async def read_until(device: ModbusTcpDevice | OpcUaDevice, good: bool, timeout_s: float = 20.0) -> list[Sample]:
+async def read_until(device: ModbusDevice | OpcUaDevice, good: bool, timeout_s: float = 20.0) -> list[Sample]:
     deadline = time.monotonic() + timeout_s
     while True:
         samples = await device.read(now)
         if samples[0].good == good or time.monotonic() > deadline:
             return samples
         await asyncio.sleep(0.2)
-
-
-def test_decode_word_orders_and_scaling() -> None:
-    tag = ModbusTag(name="x", area="holding", address=0, type="uint32")
-    assert decode(tag, [0x0001, 0x0002], "big") == 0x00010002
-    assert decode(tag, [0x0001, 0x0002], "little") == 0x00020001
-    f = ModbusTag(name="f", area="holding", address=0, type="float32")
-    assert decode(f, [0x4148, 0x0000], "big") == 12.5  # 0x41480000 is 12.5
-    s = ModbusTag(name="t", area="input", address=0, type="int16", scale=0.1, offset=-40)
-    assert decode(s, [0xFF9C], "big") == pytest.approx(-50.0)  # -100 * 0.1 - 40
 
 
 def test_modbus_good_then_bad_then_recovers(sim: Sim) -> None:

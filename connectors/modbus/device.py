@@ -1,0 +1,108 @@
+"""One Modbus unit: polls its groups over its (possibly shared) link and decodes the answers.
+
+A unit that stops answering is backed off (exponentially, up to backoff_max_s) so it never holds
+the link from the units that do answer; meanwhile its tags are reported bad with the reason, and
+it is retried on schedule and recovers by itself. A unit that refuses a merged read as an
+illegal address is switched to one request per tag.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from connectors.backoff import Backoff
+from connectors.modbus.codec import DecodeError, decode_bit, decode_number, decode_string
+from connectors.modbus.config import ModbusDeviceConfig, ModbusTag
+from connectors.modbus.link import ModbusLink, ModbusRefused, NoAnswer
+from connectors.modbus.planner import PollGroup, Read, plan
+from connectors.sample import Sample, Value
+
+log = logging.getLogger(__name__)
+_ADDRESS_ERRORS = (2, 3)
+
+
+class ModbusDevice:
+    def __init__(self, config: ModbusDeviceConfig, link: ModbusLink) -> None:
+        self.config = config
+        self.id = config.id
+        self.link = link
+        self.per_tag = not config.coalesce
+        self.groups: list[PollGroup] = plan(config, self.per_tag)
+        self._backoff = Backoff(initial_s=min(1.0, config.backoff_max_s), maximum_s=config.backoff_max_s)
+
+    def decode(self, tag: ModbusTag, words: list[int]) -> Value:
+        if tag.area in ("coil", "discrete"):
+            return bool(words[0])
+        if tag.type == "bool":
+            assert tag.bit is not None
+            return decode_bit(words[0], tag.bit)
+        if tag.type == "string":
+            return decode_string(words, tag.string_order, tag.encoding)
+        raw = decode_number(words, tag.type, self.config.tag_order(tag))
+        return raw if tag.scale == 1.0 and tag.offset == 0.0 else raw * tag.scale + tag.offset
+
+    def _samples(self, read: Read, words: list[int], now: datetime) -> list[Sample]:
+        out = []
+        for tag in read.tags:
+            offset = self.config.protocol_address(tag) - read.start
+            try:
+                out.append(Sample(self.id, tag.name, self.decode(tag, words[offset : offset + tag.width]), True, now))
+            except DecodeError as e:
+                out.append(Sample.bad(self.id, tag.name, now, f"decode: {e}"))
+        return out
+
+    async def read_group(self, group: PollGroup, now_fn: Callable[[], datetime]) -> list[Sample]:
+        if not self._backoff.ready():
+            return [Sample.bad(self.id, t.name, now_fn(), "device not answering; waiting to retry") for t in group.tags]
+        samples: list[Sample] = []
+        for i, read in enumerate(group.reads):
+            try:
+                words = await self.link.read(self.config.unit, read.area, read.start, read.count)
+            except ModbusRefused as e:
+                if e.code in _ADDRESS_ERRORS and len(read.tags) > 1 and not self.per_tag:
+                    log.warning(
+                        "device refused a merged read; switching to one request per tag",
+                        extra={"device": self.id, "area": read.area, "start": read.start, "count": read.count},
+                    )
+                    self.per_tag = True
+                    self.groups = plan(self.config, per_tag=True)
+                    samples += await self._per_tag(read, now_fn)
+                    continue
+                if e.unit_absent:
+                    return samples + self._give_up(group.reads[i:], now_fn(), str(e))
+                samples += [Sample.bad(self.id, t.name, now_fn(), str(e)) for t in read.tags]
+                continue
+            except NoAnswer as e:
+                return samples + self._give_up(group.reads[i:], now_fn(), f"no answer: {e}")
+            samples += self._samples(read, words, now_fn())
+        self._backoff.succeeded()
+        return samples
+
+    async def _per_tag(self, read: Read, now_fn: Callable[[], datetime]) -> list[Sample]:
+        out = []
+        for tag in read.tags:
+            single = Read(read.area, self.config.protocol_address(tag), tag.width, (tag,))
+            try:
+                words = await self.link.read(self.config.unit, single.area, single.start, single.count)
+                out += self._samples(single, words, now_fn())
+            except (ModbusRefused, NoAnswer) as e:
+                out.append(Sample.bad(self.id, tag.name, now_fn(), str(e)))
+        return out
+
+    def _give_up(self, reads: tuple[Read, ...] | list[Read], now: datetime, reason: str) -> list[Sample]:
+        """Stop this cycle so a silent unit does not hold the link; back off before trying again."""
+        delay = self._backoff.failed()
+        log.warning("modbus device not answering", extra={"device": self.id, "reason": reason, "retry_s": delay})
+        return [Sample.bad(self.id, t.name, now, reason) for r in reads for t in r.tags]
+
+    async def read(self, now_fn: Callable[[], datetime]) -> list[Sample]:
+        """Every tag once (all groups), e.g. for `edgeproof read`."""
+        out: list[Sample] = []
+        for group in list(self.groups):
+            out += await self.read_group(group, now_fn)
+        return out
+
+    async def close(self) -> None:
+        self.link.close()
