@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -62,6 +63,7 @@ class Agent:
         ]
         self.processes = [ProcessInfo(process_id=p.id, key=p.key) for p in config.processes]
         self.samples_read = 0
+        self.good_samples: Counter[str] = Counter()  # device -> good samples read
 
     # --- messages -------------------------------------------------------------------------
     def _emit(self, model: type[BirthMessage | StateInterval | MachineKpi | SiteKpi], **fields: object) -> int:
@@ -159,6 +161,7 @@ class Agent:
                 latest[s.tag] = s
                 if s.good:
                     self._fresh_until[(device.id, s.tag)] = fresh_until
+                    self.good_samples[device.id] += 1
             for m in machines:
                 self._count(m, {s.tag: s for s in samples})
             elapsed = time.monotonic() - started

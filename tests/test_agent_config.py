@@ -123,4 +123,5 @@ def test_devices_sharing_a_link_must_agree_on_its_settings(tmp_path: Path) -> No
     path = _write(tmp_path, BASE.replace("state_rules:\n  r:", second + "state_rules:\n  r:"))
     with pytest.raises(ConfigError) as e:
         load_config(path)
-    assert str(e.value) == f"{path}:26: devices[1].timeout_s: d2 shares link 127.0.0.1:502 with d1, whose timeout_s is 1.0"
+    expected = "devices[1].timeout_s: d2 shares link 127.0.0.1:502 with d1, whose timeout_s is 1.0"
+    assert str(e.value) == f"{path}:26: {expected}"
