@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ from connectors.modbus.planner import requests_per_cycle
 from edge_agent.config import AgentConfig
 from edge_agent.runtime import Agent
 from edgeproof.clock import WallClock
-from edgeproof.netutil import free_port
+from edgeproof.netutil import free_port, free_port_block
 from tests.misbehaving_modbus import Behaviour, MisbehavingServer
 
 
@@ -43,13 +44,13 @@ def device_config(unit: int, port: int, **extra: Any) -> dict[str, Any]:
     } | extra
 
 
-def run_agent(port: int, units: list[int], tmp_path: Path, seconds: float) -> dict[str, int]:
+def run_agent(port: int, units: list[int], tmp_path: Path, seconds: float, **device: Any) -> dict[str, int]:
     config = AgentConfig.model_validate(
         {
             "agent": {"id": "links", "data_dir": str(tmp_path / f"agent-{time.monotonic_ns()}")},
             "site": {"firm": {"name": "F"}, "name": "S"},
             "machines": [],
-            "devices": [device_config(u, port) for u in units],
+            "devices": [device_config(u, port, **device) for u in units],
             "mqtt": {"port": free_port()},  # nothing listens: messages stay in the outbox
         }
     )
@@ -78,6 +79,35 @@ def test_a_silent_unit_does_not_starve_the_others_on_its_link(tmp_path: Path) ->
     for unit in ("u1", "u2", "u4", "u5"):
         assert reference[unit] >= 40, reference  # 2 tags x ~10 polls/s x 4 s, minus start-up
         assert with_dead[unit] >= 0.7 * reference[unit], (unit, with_dead, reference)
+
+
+def test_unit_missing_behind_the_simulators_io_gateway_does_not_slow_the_others(tmp_path: Path) -> None:
+    """The post-retrofit plant's IO gateway serves units 1-3; unit 9 is configured but absent, and
+    the gateway answers 0x0B (target device failed to respond) for it."""
+    port_base = free_port_block(12)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "--phase", "post", "--port-base", str(port_base), "--speed", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None and sim.stdout.readline().startswith('{"ready": true')
+        io_tags = {
+            "tags": [
+                {"name": "parts", "area": "input", "address": 0},
+                {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
+            ]
+        }
+        reference = run_agent(port_base, [1, 2, 3], tmp_path, 3.0, **io_tags)
+        with_absent = run_agent(port_base, [1, 2, 3, 9], tmp_path, 3.0, **io_tags)
+    finally:
+        sim.terminate()
+        sim.wait(20)
+    assert with_absent.get("u9", 0) == 0
+    for unit in ("u1", "u2", "u3"):
+        assert reference[unit] >= 30, reference  # 2 tags x ~10 polls/s x 3 s, minus start-up
+        assert with_absent[unit] >= 0.8 * reference[unit], (unit, with_absent, reference)
 
 
 def test_garbage_frames_are_bad_quality_and_the_link_recovers() -> None:
@@ -129,9 +159,7 @@ def serial_pair(tmp_path: Path) -> Iterator[tuple[str, str]]:
     if socat is None:
         pytest.fail("socat is not installed (Debian package 'socat'; .ci/run installs it)")
     a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    proc = subprocess.Popen(
-        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen([socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
     while not (a.exists() and b.exists()) and time.monotonic() < deadline:
         time.sleep(0.05)
