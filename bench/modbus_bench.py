@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import cProfile
 import io
+import itertools
 import json
 import logging
 import os
@@ -65,13 +66,16 @@ TAG_MIX: list[tuple[str, str, int]] = [
     ("coil", "bool", 8),
     ("discrete", "bool", 8),
 ]
-FIXED_TAGS: list[tuple[str, str, str]] = [("run", "discrete", "bool"), ("fault", "holding", "bool"),
-                                          ("parts", "holding", "uint32")]
+FIXED_TAGS: list[tuple[str, str, str]] = [
+    ("run", "discrete", "bool"),
+    ("fault", "holding", "bool"),
+    ("parts", "holding", "uint32"),
+]
 MAX_GAP = 30  # gaps between neighbouring tags are uniform in 0..MAX_GAP registers (or bits)
 WIDTHS = {"uint16": 1, "int16": 1, "int32": 2, "uint32": 2, "float32": 2, "float64": 4, "bool": 1}
 FC = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}  # function code that selects the server table
 UNIT = 1
-COUNTER_START = 4_294_960_000  # near 2**32, so the counter wraps during a long run
+COUNTER_START = 4_294_960_000  # near 2**32: the counter wraps after about two hours
 
 
 # --- workload -------------------------------------------------------------------------------------
@@ -85,6 +89,7 @@ class DeviceImage:
     run_address: int = 0
     parts_address: int = 0
     period_s: float = 20.0  # the run bit toggles with this period, so machine states change
+    max_gap: int | None = None  # None: the device default (ModbusDeviceConfig.max_gap)
 
 
 def make_workload(devices: int, tags: int, seed: int) -> list[DeviceImage]:
@@ -149,7 +154,7 @@ def device_config(image: DeviceImage, port: int, interval_s: float) -> dict[str,
         "poll_interval_s": interval_s,
         "timeout_s": 1.0,
         "tags": image.tags,
-    }
+    } | ({} if image.max_gap is None else {"max_gap": image.max_gap})
 
 
 # --- server side (--serve) ------------------------------------------------------------------------
@@ -168,8 +173,12 @@ async def _serve(images: list[DeviceImage]) -> None:
             port = free_port()
             device = SimDevice(
                 id=UNIT,
-                simdata=(table(t["coil"], True), table(t["discrete"], True),
-                         table(t["holding"], False), table(t["input"], False)),
+                simdata=(
+                    table(t["coil"], True),
+                    table(t["discrete"], True),
+                    table(t["holding"], False),
+                    table(t["input"], False),
+                ),
             )
             server = ModbusTcpServer([device], address=("127.0.0.1", port))
             try:
@@ -183,8 +192,9 @@ async def _serve(images: list[DeviceImage]) -> None:
     print(json.dumps({"ports": ports}), flush=True)
     # the servers live until the parent closes our stdin (or dies)
     eof = asyncio.get_running_loop().create_future()
-    threading.Thread(target=lambda: (sys.stdin.read(), eof.get_loop().call_soon_threadsafe(eof.set_result, None)),
-                     daemon=True).start()
+    threading.Thread(
+        target=lambda: (sys.stdin.read(), eof.get_loop().call_soon_threadsafe(eof.set_result, None)), daemon=True
+    ).start()
     started = time.monotonic()
     while not eof.done():
         await asyncio.wait([eof], timeout=1.0)
@@ -217,9 +227,20 @@ class ServerFleet:
         n = args.devices
         k = max(1, min(args.server_procs, n))
         bounds = [round(i * n / k) for i in range(k + 1)]
-        for a, b in zip(bounds, bounds[1:], strict=False):
-            cmd = [sys.executable, str(Path(__file__).resolve()), "--serve", "--devices", str(n), "--tags",
-                   str(args.tags), "--seed", str(args.seed), "--slice", f"{a}:{b}"]
+        for a, b in itertools.pairwise(bounds):
+            cmd = [
+                sys.executable,
+                str(Path(__file__).resolve()),
+                "--serve",
+                "--devices",
+                str(n),
+                "--tags",
+                str(args.tags),
+                "--seed",
+                str(args.seed),
+                "--slice",
+                f"{a}:{b}",
+            ]
             self.procs.append(subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True))
         for proc in self.procs:
             assert proc.stdout is not None
@@ -266,10 +287,10 @@ class Broker:
         self.kind = "none (nothing listens; the outbox keeps the messages)"
         if mode == "auto" and Path(binary).exists():
             conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                            "log_dest none\n")
-            self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL)
+            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
+            self.proc = subprocess.Popen(
+                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             wait_port(self.port)
             self.kind = f"mosquitto ({binary})"
 
@@ -317,15 +338,22 @@ class Window:
         }
 
 
-def agent_config(images: list[DeviceImage], ports: dict[int, int], interval_s: float, data_dir: Path,
-                 mqtt_port: int) -> Any:
+def _window_s(seconds: float, interval_s: float) -> float:
+    """A whole number of poll periods, so every device completes the same number of cycles in it."""
+    return max(1, round(seconds / interval_s)) * interval_s
+
+
+def agent_config(
+    images: list[DeviceImage], ports: dict[int, int], interval_s: float, data_dir: Path, mqtt_port: int
+) -> Any:
     from edge_agent.config import AgentConfig
 
     names = {t["name"] for t in images[0].tags}
     rules = []
     if "fault" in names:
-        rules.append({"state": "FAULT", "when": {"all": [{"tag": "fault", "op": "eq", "value": True}]},
-                      "reason": "fault"})
+        rules.append(
+            {"state": "FAULT", "when": {"all": [{"tag": "fault", "op": "eq", "value": True}]}, "reason": "fault"}
+        )
     if "run" in names:
         rules.append({"state": "RUNNING", "when": {"all": [{"tag": "run", "op": "eq", "value": True}]}})
     rules.append({"state": "IDLE"})
@@ -352,16 +380,31 @@ def agent_config(images: list[DeviceImage], ports: dict[int, int], interval_s: f
             "machines": machines,
             "devices": [device_config(im, ports[im.index], interval_s) for im in images],
             "state_rules": {"bench": rules},
-            "calendar": {"shifts": [{"name": "all day", "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                                     "start": "00:00", "end": "00:00"}]},
+            "calendar": {
+                "shifts": [
+                    {
+                        "name": "all day",
+                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                        "start": "00:00",
+                        "end": "00:00",
+                    }
+                ]
+            },
             "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         }
     )
 
 
-async def run_agent(images: list[DeviceImage], fleet: ServerFleet, broker: Broker, interval_s: float,
-                    duration_s: float, warmup_s: float, workdir: Path,
-                    profile: cProfile.Profile | None = None) -> dict[str, Any]:
+async def run_agent(
+    images: list[DeviceImage],
+    fleet: ServerFleet,
+    broker: Broker,
+    interval_s: float,
+    duration_s: float,
+    warmup_s: float,
+    workdir: Path,
+    profile: cProfile.Profile | None = None,
+) -> dict[str, Any]:
     from edge_agent.runtime import Agent
     from edgeproof.clock import WallClock
 
@@ -378,7 +421,7 @@ async def run_agent(images: list[DeviceImage], fleet: ServerFleet, broker: Broke
     window = Window(fleet, agent.samples_read, requests(), startup_overruns)
     if profile is not None:
         profile.enable()
-    await asyncio.sleep(duration_s - warmup_s)
+    await asyncio.sleep(_window_s(duration_s - warmup_s, interval_s))
     if profile is not None:
         profile.disable()
     result = window.close(agent.samples_read, requests(), sum(agent.overruns.values()))
@@ -395,8 +438,9 @@ async def run_agent(images: list[DeviceImage], fleet: ServerFleet, broker: Broke
     return result
 
 
-async def run_raw(images: list[DeviceImage], fleet: ServerFleet, interval_s: float, duration_s: float,
-                  warmup_s: float) -> dict[str, Any]:
+async def run_raw(
+    images: list[DeviceImage], fleet: ServerFleet, interval_s: float, duration_s: float, warmup_s: float
+) -> dict[str, Any]:
     """Plain pymodbus: one client per device, the planner's requests every period, answers discarded."""
     counts = {"tags": 0, "requests": 0, "overruns": 0, "errors": 0}
     stop = asyncio.Event()
@@ -404,11 +448,16 @@ async def run_raw(images: list[DeviceImage], fleet: ServerFleet, interval_s: flo
     async def device(im: DeviceImage) -> None:
         cfg = ModbusDeviceConfig.model_validate(device_config(im, fleet.ports[im.index], interval_s))
         reads: list[Read] = [r for g in plan(cfg) for r in g.reads]
-        client = AsyncModbusTcpClient("127.0.0.1", port=fleet.ports[im.index], timeout=1.0, retries=0,
-                                      reconnect_delay=0)
+        client = AsyncModbusTcpClient(
+            "127.0.0.1", port=fleet.ports[im.index], timeout=1.0, retries=0, reconnect_delay=0
+        )
         await client.connect()
-        calls = {"holding": client.read_holding_registers, "input": client.read_input_registers,
-                 "coil": client.read_coils, "discrete": client.read_discrete_inputs}
+        calls = {
+            "holding": client.read_holding_registers,
+            "input": client.read_input_registers,
+            "coil": client.read_coils,
+            "discrete": client.read_discrete_inputs,
+        }
         try:
             while not stop.is_set():
                 started = time.monotonic()
@@ -433,7 +482,7 @@ async def run_raw(images: list[DeviceImage], fleet: ServerFleet, interval_s: flo
     tasks = [asyncio.create_task(device(im)) for im in images]
     await asyncio.sleep(warmup_s)
     window = Window(fleet, counts["tags"], counts["requests"], counts["overruns"])
-    await asyncio.sleep(duration_s - warmup_s)
+    await asyncio.sleep(_window_s(duration_s - warmup_s, interval_s))
     result = window.close(counts["tags"], counts["requests"], counts["overruns"])
     stop.set()
     await asyncio.gather(*tasks, return_exceptions=True)
@@ -456,13 +505,17 @@ def planning(images: list[DeviceImage]) -> dict[str, Any]:
         "per_tag": per_tag,
         "reduction_factor": round(per_tag / planned, 2),
         "planned_per_device_mean": round(planned / len(images), 2),
-        "max_gap_default": ModbusDeviceConfig.model_fields["max_gap"].default,
+        "max_gap": images[0].max_gap
+        if images[0].max_gap is not None
+        else ModbusDeviceConfig.model_fields["max_gap"].default,
         "planned_with_other_max_gap": what_if,
     }
 
 
 async def client_main(args: argparse.Namespace) -> dict[str, Any]:
     images = make_workload(args.devices, args.tags, args.seed)
+    for im in images:
+        im.max_gap = args.max_gap
     total_tags = sum(len(im.tags) for im in images)
     mix: dict[str, int] = {}
     for im in images:
@@ -526,8 +579,14 @@ async def client_main(args: argparse.Namespace) -> dict[str, Any]:
     return doc
 
 
-async def ladder(args: argparse.Namespace, images: list[DeviceImage], fleet: ServerFleet, broker: Broker,
-                 workdir: Path, first: dict[str, Any]) -> dict[str, Any]:
+async def ladder(
+    args: argparse.Namespace,
+    images: list[DeviceImage],
+    fleet: ServerFleet,
+    broker: Broker,
+    workdir: Path,
+    first: dict[str, Any],
+) -> dict[str, Any]:
     """Shorter and shorter poll intervals until overruns appear or the client saturates a core."""
     step_s = max(args.warmup + 3.0, args.duration / 3)
     steps = [first]
@@ -549,9 +608,19 @@ async def ladder(args: argparse.Namespace, images: list[DeviceImage], fleet: Ser
         last = steps[-1]
         if last["overruns"]:
             stopped_by = f"overruns at {last['poll_interval_s']:g} s"
-    keep = ("poll_interval_s", "nominal_tag_samples_per_s", "tag_samples_per_s", "cpu_cores_used",
-            "tag_samples_per_cpu_s", "overruns", "startup_overruns", "requests_per_s", "server_cpu_cores_used",
-            "bad_tags_at_end", "wall_s")
+    keep = (
+        "poll_interval_s",
+        "nominal_tag_samples_per_s",
+        "tag_samples_per_s",
+        "cpu_cores_used",
+        "tag_samples_per_cpu_s",
+        "overruns",
+        "startup_overruns",
+        "requests_per_s",
+        "server_cpu_cores_used",
+        "bad_tags_at_end",
+        "wall_s",
+    )
     table = [{k: s[k] for k in keep} for s in steps]
     clean = [s for s in table if s["overruns"] == 0]
     best = max(clean, key=lambda s: s["tag_samples_per_s"]) if clean else None
@@ -572,8 +641,14 @@ def main() -> None:
     p.add_argument("--tags", type=int, default=100, help="tags per device")
     p.add_argument("--seed", type=int, default=20240611)
     p.add_argument("--warmup", type=float, default=2.0, help="seconds excluded at the start of every phase")
-    p.add_argument("--ladder", type=float, nargs="*", default=[0.5, 0.25, 0.1, 0.05, 0.025, 0.01],
-                   help="poll intervals tried after 1 s, in order, for the throughput search")
+    p.add_argument(
+        "--ladder",
+        type=float,
+        nargs="*",
+        default=[0.75, 0.5, 0.35, 0.25, 0.15, 0.1, 0.05, 0.025, 0.01],
+        help="poll intervals tried after 1 s, in order, for the throughput search",
+    )
+    p.add_argument("--max-gap", type=int, help="override the devices' max_gap (default: the config default, 16)")
     p.add_argument("--saturation", type=float, default=0.9, help="client cores used that count as saturated")
     p.add_argument("--server-procs", type=int, default=max(1, min(4, (os.cpu_count() or 2) - 1)))
     p.add_argument("--mqtt", choices=["auto", "none"], default="auto", help="auto: private Mosquitto if installed")
