@@ -162,8 +162,10 @@ class Agent:
                 if s.good:
                     self._fresh_until[(device.id, s.tag)] = fresh_until
                     self.good_samples[device.id] += 1
-            for m in machines:
-                self._count(m, {s.tag: s for s in samples})
+            if machines:
+                by_tag = {s.tag: s for s in samples}
+                for m in machines:
+                    self._count(m, by_tag)
             elapsed = time.monotonic() - started
             if elapsed > period:
                 self.overruns[key] += 1
@@ -188,14 +190,17 @@ class Agent:
     def _machine_state(self, machine: Machine) -> tuple[str, str | None]:
         if machine.device is None or machine.state_rules is None:
             return "UNKNOWN", "not acquired"
+        rules = self.rules[machine.state_rules]
+        latest = self.latest[machine.device]
         now = time.monotonic()
-        values = {
-            tag: s
-            if not s.good or now <= self._fresh_until.get((machine.device, tag), 0.0)
-            else Sample.bad(s.device_id, tag, s.agent_time, "stale: not refreshed in time")
-            for tag, s in self.latest[machine.device].items()
-        }
-        return self.rules[machine.state_rules].evaluate(values)
+        values = {}
+        for tag in rules.tags:  # only the tags the rules look at
+            s = latest.get(tag)
+            if s is not None and s.good and now > self._fresh_until.get((machine.device, tag), 0.0):
+                s = Sample.bad(s.device_id, tag, s.agent_time, "stale: not refreshed in time")
+            if s is not None:
+                values[tag] = s
+        return rules.evaluate(values)
 
     def evaluate(self, now: datetime) -> None:
         """Advance every machine to `now`; publish closed state intervals and closed buckets."""

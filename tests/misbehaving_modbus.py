@@ -62,7 +62,14 @@ class MisbehavingServer:
         try:
             yield self
         finally:
-            assert self._server is not None
-            self._server.close()
+            async def shutdown() -> None:
+                assert self._server is not None
+                self._server.close()
+                handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for task in handlers:
+                    task.cancel()
+                await asyncio.gather(*handlers, return_exceptions=True)
+
+            asyncio.run_coroutine_threadsafe(shutdown(), self._loop).result(5)
             self._loop.call_soon_threadsafe(self._loop.stop)
             thread.join(5)

@@ -144,9 +144,14 @@ def test_unit_refusing_merged_reads_falls_back_to_one_request_per_tag() -> None:
             ("t1", 7001, True),
             ("t5", 7005, True),
         ]
-        assert device.per_tag and requests_per_cycle(device.groups) == 3
+        # first only the gap-spanning read goes: t0+t1 stay merged, t5 alone
+        assert not device.per_tag and requests_per_cycle(device.groups) == 2
         again = await device.read(now)
-        assert all(s.good for s in again)
+        assert [(s.tag, s.value, s.good) for s in again] == [("t0", 7000, True), ("t1", 7001, True), ("t5", 7005, True)]
+        # the unit refuses even adjacent tags: one request per tag from now on
+        assert device.per_tag and requests_per_cycle(device.groups) == 3
+        third = await device.read(now)
+        assert all(s.good for s in third)
         await device.close()
 
     with MisbehavingServer({7: "short_reads_only"}).running() as server:

@@ -76,7 +76,9 @@ class ModbusDeviceConfig(BaseModel):
     poll_interval_s: float = Field(1.0, gt=0, description="wall seconds between polls")
     max_registers: int = Field(125, ge=1, le=125, description="largest register read the device accepts")
     max_bits: int = Field(2000, ge=1, le=2000, description="largest coil / discrete-input read")
-    max_gap: int = Field(16, ge=0, description="unused registers a read may span to merge two tags")
+    max_gap: int = Field(
+        32, ge=0, description="unused registers a read may span to merge two tags (a request costs far more)"
+    )
     coalesce: bool = Field(True, description="false: one request per tag (devices that reject larger reads)")
     backoff_max_s: float = Field(60.0, gt=0, description="longest wait between retries of a silent device")
     tags: list[ModbusTag] = Field(min_length=1)

@@ -3,7 +3,8 @@
 A unit that stops answering is backed off (exponentially, up to backoff_max_s) so it never holds
 the link from the units that do answer; meanwhile its tags are reported bad with the reason, and
 it is retried on schedule and recovers by itself. A unit that refuses a merged read as an
-illegal address is switched to one request per tag.
+illegal address first loses gap-spanning reads (only adjacent tags stay merged), then, if it
+refuses those too, is polled with one request per tag.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ class ModbusDevice:
         self.id = config.id
         self.link = link
         self.per_tag = not config.coalesce
-        self.groups: list[PollGroup] = plan(config, self.per_tag)
+        self.max_gap = config.max_gap
+        self.groups: list[PollGroup] = plan(config, self.per_tag, self.max_gap)
         self._backoff = Backoff(initial_s=min(1.0, config.backoff_max_s), maximum_s=config.backoff_max_s)
 
     def decode(self, tag: ModbusTag, words: list[int]) -> Value:
@@ -62,12 +64,7 @@ class ModbusDevice:
                 words = await self.link.read(self.config.unit, read.area, read.start, read.count)
             except ModbusRefused as e:
                 if e.code in _ADDRESS_ERRORS and len(read.tags) > 1 and not self.per_tag:
-                    log.warning(
-                        "device refused a merged read; switching to one request per tag",
-                        extra={"device": self.id, "area": read.area, "start": read.start, "count": read.count},
-                    )
-                    self.per_tag = True
-                    self.groups = plan(self.config, per_tag=True)
+                    self._plan_smaller_reads(read)
                     samples += await self._per_tag(read, now_fn)
                     continue
                 if e.unit_absent:
@@ -79,6 +76,20 @@ class ModbusDevice:
             samples += self._samples(read, words, now_fn())
         self._backoff.succeeded()
         return samples
+
+    def _plan_smaller_reads(self, refused: Read) -> None:
+        if self.max_gap > 0:
+            self.max_gap = 0
+            step = "merging only adjacent tags"
+        else:
+            self.per_tag = True
+            step = "one request per tag"
+        log.warning(
+            "device refused a merged read; %s",
+            step,
+            extra={"device": self.id, "area": refused.area, "start": refused.start, "count": refused.count},
+        )
+        self.groups = plan(self.config, self.per_tag, self.max_gap)
 
     async def _per_tag(self, read: Read, now_fn: Callable[[], datetime]) -> list[Sample]:
         out = []

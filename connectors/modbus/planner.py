@@ -31,7 +31,9 @@ class PollGroup:
         return [t for r in self.reads for t in r.tags]
 
 
-def plan(device: ModbusDeviceConfig, per_tag: bool = False) -> list[PollGroup]:
+def plan(device: ModbusDeviceConfig, per_tag: bool = False, max_gap: int | None = None) -> list[PollGroup]:
+    """Poll groups of the device; `max_gap` overrides the device's (0: merge only adjacent tags)."""
+    gap = device.max_gap if max_gap is None else max_gap
     by_interval: dict[float, dict[Area, list[ModbusTag]]] = defaultdict(lambda: defaultdict(list))
     for tag in device.tags:
         by_interval[tag.poll_interval_s or device.poll_interval_s][tag.area].append(tag)
@@ -39,12 +41,12 @@ def plan(device: ModbusDeviceConfig, per_tag: bool = False) -> list[PollGroup]:
     for interval, areas in sorted(by_interval.items()):
         reads: list[Read] = []
         for area, tags in areas.items():
-            reads += _merge(device, area, tags, per_tag or not device.coalesce)
+            reads += _merge(device, area, tags, per_tag or not device.coalesce, gap)
         groups.append(PollGroup(interval, tuple(reads)))
     return groups
 
 
-def _merge(device: ModbusDeviceConfig, area: Area, tags: list[ModbusTag], per_tag: bool) -> list[Read]:
+def _merge(device: ModbusDeviceConfig, area: Area, tags: list[ModbusTag], per_tag: bool, gap: int) -> list[Read]:
     limit = device.max_bits if area in BIT_AREAS else device.max_registers
     reads: list[Read] = []
     for tag in sorted(tags, key=lambda t: (device.protocol_address(t), t.width)):
@@ -53,7 +55,7 @@ def _merge(device: ModbusDeviceConfig, area: Area, tags: list[ModbusTag], per_ta
         if reads and not per_tag:
             last = reads[-1]
             last_end = last.start + last.count
-            if start - last_end <= device.max_gap and max(end, last_end) - last.start <= limit:
+            if start - last_end <= gap and max(end, last_end) - last.start <= limit:
                 reads[-1] = Read(area, last.start, max(end, last_end) - last.start, (*last.tags, tag))
                 continue
         reads.append(Read(area, start, tag.width, (tag,)))
