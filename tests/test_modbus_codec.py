@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -26,6 +26,7 @@ from connectors.modbus.codec import (
     WIDTH,
     DecodeError,
     bytes_to_words,
+    compile_number_decoder,
     decode_bit,
     decode_number,
     decode_string,
@@ -580,3 +581,19 @@ def test_string_round_trip(text: str, extra: int, order: str) -> None:
 )
 def test_decode_string_utf16_padding(words: list[int], encoding: str, expected: str) -> None:
     assert decode_string(words, "AB", encoding) == expected
+
+
+@settings(max_examples=300)
+@given(
+    data_type=st.sampled_from(NUMERIC_TYPES),
+    order=st.sampled_from(BYTE_ORDERS),
+    before=st.integers(0, 4),
+    data=st.data(),
+)
+def test_compiled_decoder_equals_decode_number(data_type: str, order: str, before: int, data: st.DataObject) -> None:
+    width = WIDTH[data_type]
+    words = data.draw(st.lists(st.integers(0, 0xFFFF), min_size=before + width + 2, max_size=before + width + 2))
+    raw = b"".join(w.to_bytes(2, "big") for w in words)
+    expected = decode_number(words[before : before + width], data_type, order)  # type: ignore[arg-type]
+    got = compile_number_decoder(data_type, order, before)(raw)  # type: ignore[arg-type]
+    assert got == expected or (math.isnan(got) and math.isnan(expected))

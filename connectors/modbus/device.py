@@ -10,11 +10,19 @@ refuses those too, is polled with one request per tag.
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Callable
 from datetime import datetime
 
 from connectors.backoff import Backoff
-from connectors.modbus.codec import DecodeError, decode_bit, decode_number, decode_string
+from connectors.modbus.codec import (
+    NUMERIC_TYPES,
+    DecodeError,
+    compile_number_decoder,
+    decode_bit,
+    decode_number,
+    decode_string,
+)
 from connectors.modbus.config import ModbusDeviceConfig, ModbusTag
 from connectors.modbus.link import ModbusLink, ModbusRefused, NoAnswer
 from connectors.modbus.planner import PollGroup, Read, plan
@@ -22,6 +30,7 @@ from connectors.sample import Sample, Value
 
 log = logging.getLogger(__name__)
 _ADDRESS_ERRORS = (2, 3)
+TagDecoder = Callable[[list[int], bytes], Value]
 
 
 class ModbusDevice:
@@ -32,6 +41,7 @@ class ModbusDevice:
         self.per_tag = not config.coalesce
         self.max_gap = config.max_gap
         self.groups: list[PollGroup] = plan(config, self.per_tag, self.max_gap)
+        self._compiled: dict[Read, list[tuple[str, TagDecoder]]] = {}
         self._backoff = Backoff(initial_s=min(1.0, config.backoff_max_s), maximum_s=config.backoff_max_s)
 
     def decode(self, tag: ModbusTag, words: list[int]) -> Value:
@@ -45,14 +55,32 @@ class ModbusDevice:
         raw = decode_number(words, tag.type, self.config.tag_order(tag))
         return raw if tag.scale == 1.0 and tag.offset == 0.0 else raw * tag.scale + tag.offset
 
+    def _tag_decoder(self, tag: ModbusTag, offset: int) -> TagDecoder:
+        """Decoder of one tag of a read, taking (registers, raw bytes); numbers precompiled."""
+        if tag.area in ("holding", "input") and tag.type in NUMERIC_TYPES:
+            number = compile_number_decoder(tag.type, self.config.tag_order(tag), offset)
+            if tag.scale == 1.0 and tag.offset == 0.0:
+                return lambda words, raw: number(raw)
+            scale, shift = tag.scale, tag.offset
+            return lambda words, raw: number(raw) * scale + shift
+        end = offset + tag.width
+        return lambda words, raw: self.decode(tag, words[offset:end])
+
+    def _decoders(self, read: Read) -> list[tuple[str, TagDecoder]]:
+        decoders = self._compiled.get(read)
+        if decoders is None:
+            decoders = [(t.name, self._tag_decoder(t, self.config.protocol_address(t) - read.start)) for t in read.tags]
+            self._compiled[read] = decoders
+        return decoders
+
     def _samples(self, read: Read, words: list[int], now: datetime) -> list[Sample]:
+        raw = struct.pack(f">{len(words)}H", *words) if read.area in ("holding", "input") else b""
         out = []
-        for tag in read.tags:
-            offset = self.config.protocol_address(tag) - read.start
+        for name, decode in self._decoders(read):
             try:
-                out.append(Sample(self.id, tag.name, self.decode(tag, words[offset : offset + tag.width]), True, now))
+                out.append(Sample(self.id, name, decode(words, raw), True, now))
             except DecodeError as e:
-                out.append(Sample.bad(self.id, tag.name, now, f"decode: {e}"))
+                out.append(Sample.bad(self.id, name, now, f"decode: {e}"))
         return out
 
     async def read_group(self, group: PollGroup, now_fn: Callable[[], datetime]) -> list[Sample]:
