@@ -36,6 +36,7 @@ class Outbox:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self.appended = 0  # messages appended by this process; lets a reader skip an unchanged table
 
     def append(self, topic: str, make: Callable[[int], BaseModel]) -> int:
         """Allocate the next sequence number, build the message with it, store both atomically."""
@@ -48,6 +49,7 @@ class Outbox:
                 "INSERT INTO outbox (seq, topic, payload, created_at) VALUES (?, ?, ?, ?)",
                 (seq, topic, encode(make(seq)), time.time()),
             )
+        self.appended += 1
         return int(seq)
 
     def pending(self, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, str, bytes]]:

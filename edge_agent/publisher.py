@@ -35,6 +35,7 @@ class MqttPublisher:
         self._connected = False
         self._generation = 0  # bumps on every connect so stale in-flight entries are dropped
         self._sent_generation = 0
+        self._drained_at: tuple[int, int] | None = None  # (outbox.appended, generation) when seen empty
         self.published = 0
         self.status_topic = topic(agent_id, "status")
         client = mqtt.Client(
@@ -102,7 +103,12 @@ class MqttPublisher:
         room = self.cfg.max_inflight - len(self._in_flight)
         if room <= 0:
             return
-        for seq, name, payload in self.outbox.pending(room, exclude=self._in_flight.values()):
+        if self._drained_at == (self.outbox.appended, self._sent_generation) and not self._in_flight:
+            return  # nothing appended since the outbox was last seen empty: skip the query
+        batch = self.outbox.pending(room, exclude=self._in_flight.values())
+        if not batch and not self._in_flight:
+            self._drained_at = (self.outbox.appended, self._sent_generation)
+        for seq, name, payload in batch:
             info = self.client.publish(name, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 break

@@ -48,7 +48,7 @@ class Agent:
         self.publisher = MqttPublisher(config.mqtt, config.agent.id, self.boot_id, self.outbox, clock.now)
         self.devices: dict[str, Device] = open_devices(config.devices)
         self.latest: dict[str, dict[str, Sample]] = {d: {} for d in self.devices}
-        self._fresh_until: dict[tuple[str, str], float] = {}  # (device, tag) -> monotonic deadline
+        self._fresh_until: dict[str, dict[str, float]] = {d: {} for d in self.devices}  # device -> tag -> deadline
         self.overruns: dict[tuple[str, float], int] = {}  # (device, poll interval) -> late poll cycles
         self.rules = {name: StateRules(rules) for name, rules in config.state_rules.items()}
         self.accumulators = {
@@ -155,13 +155,15 @@ class Agent:
                 now = self.clock.now()
                 samples = [Sample.bad(device.id, t.name, now, f"internal error: {e!r}") for t in device.config.tags]
             self.samples_read += len(samples)
-            latest = self.latest[device.id]
+            latest, fresh = self.latest[device.id], self._fresh_until[device.id]
             fresh_until = time.monotonic() + lifetime
+            good = 0
             for s in samples:
                 latest[s.tag] = s
                 if s.good:
-                    self._fresh_until[(device.id, s.tag)] = fresh_until
-                    self.good_samples[device.id] += 1
+                    fresh[s.tag] = fresh_until
+                    good += 1
+            self.good_samples[device.id] += good
             if machines:
                 by_tag = {s.tag: s for s in samples}
                 for m in machines:
@@ -191,12 +193,12 @@ class Agent:
         if machine.device is None or machine.state_rules is None:
             return "UNKNOWN", "not acquired"
         rules = self.rules[machine.state_rules]
-        latest = self.latest[machine.device]
+        latest, fresh = self.latest[machine.device], self._fresh_until[machine.device]
         now = time.monotonic()
         values = {}
         for tag in rules.tags:  # only the tags the rules look at
             s = latest.get(tag)
-            if s is not None and s.good and now > self._fresh_until.get((machine.device, tag), 0.0):
+            if s is not None and s.good and now > fresh.get(tag, 0.0):
                 s = Sample.bad(s.device_id, tag, s.agent_time, "stale: not refreshed in time")
             if s is not None:
                 values[tag] = s
