@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from edgeproof.netutil import free_port, free_port_block, wait_port
 
-__all__ = ["Mosquitto", "free_port", "free_port_block", "wait_port"]
+__all__ = ["Mosquitto", "free_port", "free_port_block", "start_simulator", "wait_port"]
 
 
 class Mosquitto:
@@ -40,3 +41,18 @@ class Mosquitto:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+
+def start_simulator(phase: str, port_base: int, speed: float = 60.0) -> subprocess.Popen[str]:
+    """`python -m simulators` for one phase of the demo plant; returns once every server answers."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "--phase", phase, "--port-base", str(port_base), "--speed", str(speed)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    ready = proc.stdout.readline() if proc.stdout else ""
+    if not ready.startswith('{"ready": true'):
+        proc.kill()
+        raise RuntimeError(f"simulator for phase {phase} did not start")
+    return proc

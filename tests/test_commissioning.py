@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edgeproof.netutil import free_port_block
+from tests.netutil import start_simulator
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,13 +27,7 @@ def edgeproof(*args: str) -> subprocess.CompletedProcess[str]:
 def plant() -> Iterator[int]:
     """The baseline demo plant (CNC-01, CNC-02 on OPC UA, PLC-01 on Modbus) on a free port block."""
     port_base = free_port_block(12)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "--phase", "baseline", "--port-base", str(port_base), "--speed", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert proc.stdout is not None and proc.stdout.readline().startswith('{"ready": true')
+    proc = start_simulator("baseline", port_base)
     yield port_base
     proc.terminate()
     proc.wait(20)

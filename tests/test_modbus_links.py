@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -25,6 +24,7 @@ from edge_agent.runtime import Agent
 from edgeproof.clock import WallClock
 from edgeproof.netutil import free_port, free_port_block
 from tests.misbehaving_modbus import Behaviour, MisbehavingServer
+from tests.netutil import start_simulator
 
 
 def now() -> datetime:
@@ -85,14 +85,8 @@ def test_unit_missing_behind_the_simulators_io_gateway_does_not_slow_the_others(
     """The post-retrofit plant's IO gateway serves units 1-3; unit 9 is configured but absent, and
     the gateway answers 0x0B (target device failed to respond) for it."""
     port_base = free_port_block(12)
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "--phase", "post", "--port-base", str(port_base), "--speed", "60"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
+    sim = start_simulator("post", port_base)
     try:
-        assert sim.stdout is not None and sim.stdout.readline().startswith('{"ready": true')
         io_tags = {
             "tags": [
                 {"name": "parts", "area": "input", "address": 0},
