@@ -36,7 +36,6 @@ from edgeproof.indicators import TimeElements, oee, total
 from edgeproof.netutil import free_port, free_port_block
 from simulators.scenario import load_scenario
 
-PHASES = ("baseline", "post")
 DEFAULT_PORT_BASE = 15020  # the port base the shipped agent configs are written for
 AGENT_STARTUP_S = 4.0  # wall seconds from the simulator being ready to the window opening
 AGENT_STOP_S = 3.0  # wall seconds for an agent to drain and stop
@@ -210,11 +209,8 @@ def wait_until_stored(store_path: Path, agent_id: str, last_seq: int, timeout_s:
     deadline = time.monotonic() + timeout_s
     count = 0
     while time.monotonic() < deadline:
-        store = Store(store_path)
-        try:
+        with Store(store_path) as store:
             count = len(store.sequence_numbers(agent_id))
-        finally:
-            store.close()
         if count >= last_seq:
             break
         time.sleep(0.2)
@@ -252,11 +248,8 @@ def run(args: argparse.Namespace) -> int:
     finally:
         ingest.stop()
         broker.stop()
-    store = Store(db)
-    try:
+    with Store(db) as store:
         report = build_report(store, agent_id, results[0].window, results[1].window)
-    finally:
-        store.close()
     paths = write_report(report, out)
     print_table(report, results, say)
     say(f"\n  messages produced by the agent: {produced}; stored by the ingest: {stored}; left in outbox: {left}")
