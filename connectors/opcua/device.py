@@ -1,4 +1,4 @@
-"""OPC UA acquisition by batch reads of configured nodes, with server timestamps and status."""
+"""OPC UA acquisition of one device: session, node resolution, subscription or polling, watchdog."""
 
 from __future__ import annotations
 
@@ -6,42 +6,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
 
 from asyncua import Client, ua
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from connectors.backoff import Backoff
+from connectors.opcua.config import OpcUaDeviceConfig
+from connectors.opcua.security import secure_client
 from connectors.sample import Sample
 
 log = logging.getLogger(__name__)
-
-
-class OpcUaTag(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    node: str = Field(description="NodeId string, e.g. ns=2;s=CNC-01/Monitoring/Spindle/IsRotating")
-
-    @field_validator("node")
-    @classmethod
-    def _parses(cls, v: str) -> str:
-        try:
-            ua.NodeId.from_string(v)
-        except Exception as e:  # asyncua raises several types for bad strings
-            raise ValueError(f"not a NodeId: {v!r}") from e
-        return v
-
-
-class OpcUaDeviceConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    id: str = Field(min_length=1)
-    protocol: Literal["opcua"]
-    url: str = Field(pattern=r"^opc\.tcp://")
-    timeout_s: float = Field(2.0, gt=0)
-    poll_interval_s: float = Field(1.0, gt=0, description="wall seconds between polls")
-    tags: list[OpcUaTag] = Field(min_length=1)
 
 
 def _aware(t: datetime | None) -> datetime | None:
@@ -69,7 +42,8 @@ class OpcUaDevice:
     async def _connected(self) -> Client:
         if self._client is None:
             client = Client(self.config.url, timeout=self.config.timeout_s)
-            client.session_timeout = 600_000  # ms; asyncua asks for an hour, servers commonly cap at 10 min
+            client.session_timeout = int(self.config.session_timeout_s * 1000)
+            await secure_client(client, self.config.security, self.id)
             await client.connect()
             self._client = client
         return self._client
