@@ -28,6 +28,8 @@ class ShiftCalendar:
         self.calendar = calendar
         self.tz = tz
         self._day_cached = lru_cache(maxsize=64)(self._day)
+        # every machine asks for the same span on each evaluation tick: compute it once per tick
+        self._segments_cached = lru_cache(maxsize=16)(self._segments)
 
     def _day(self, day: date) -> tuple[list[Interval], list[Interval]]:
         """(work, break) intervals of the shifts that start on local date `day`."""
@@ -47,10 +49,13 @@ class ShiftCalendar:
                 breaks.append((max(b_start, start), min(b_end, end)))
         return work, breaks
 
-    def segments(self, start: datetime, end: datetime) -> list[tuple[datetime, datetime, Planned]]:
+    def segments(self, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, Planned], ...]:
         """Split [start, end) where the planned status changes."""
+        return self._segments_cached(start, end)
+
+    def _segments(self, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, Planned], ...]:
         if end <= start:
-            return []
+            return ()
         first = start.astimezone(self.tz).date() - timedelta(days=1)
         last = end.astimezone(self.tz).date()
         work: list[Interval] = []
@@ -74,7 +79,7 @@ class ShiftCalendar:
                 out[-1] = (out[-1][0], b, status)
             else:
                 out.append((a, b, status))
-        return out
+        return tuple(out)
 
     def status_at(self, t: datetime) -> Planned:
         return self.segments(t, t + timedelta(microseconds=1))[0][2]

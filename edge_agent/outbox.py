@@ -40,17 +40,26 @@ class Outbox:
 
     def append(self, topic: str, make: Callable[[int], BaseModel]) -> int:
         """Allocate the next sequence number, build the message with it, store both atomically."""
+        return self.append_all([(topic, make)])[0]
+
+    def append_all(self, messages: list[tuple[str, Callable[[int], BaseModel]]]) -> list[int]:
+        """Several messages in one transaction: one disk sync for all of them, all or none stored."""
+        seqs = []
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            seq = self._db.execute(
-                "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value"
-            ).fetchone()[0]
-            self._db.execute(
-                "INSERT INTO outbox (seq, topic, payload, created_at) VALUES (?, ?, ?, ?)",
-                (seq, topic, encode(make(seq)), time.time()),
-            )
-        self.appended += 1
-        return int(seq)
+            for topic, make in messages:
+                seq = int(
+                    self._db.execute(
+                        "UPDATE meta SET value = value + 1 WHERE key = 'last_seq' RETURNING value"
+                    ).fetchone()[0]
+                )
+                self._db.execute(
+                    "INSERT INTO outbox (seq, topic, payload, created_at) VALUES (?, ?, ?, ?)",
+                    (seq, topic, encode(make(seq)), time.time()),
+                )
+                seqs.append(seq)
+        self.appended += len(seqs)
+        return seqs
 
     def pending(self, limit: int, exclude: Iterable[int] = ()) -> list[tuple[int, str, bytes]]:
         """Oldest unacknowledged messages, skipping those already in flight."""

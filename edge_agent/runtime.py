@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime
 from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel
 
 from connectors.registry import Device, open_devices
 from connectors.sample import Sample
@@ -62,12 +66,13 @@ class Agent:
             for m in config.machines
         ]
         self.processes = [ProcessInfo(process_id=p.id, key=p.key) for p in config.processes]
+        self._unsaved: list[tuple[str, Callable[[int], BaseModel]]] = []
         self.samples_read = 0
         self.good_samples: Counter[str] = Counter()  # device -> good samples read
 
     # --- messages -------------------------------------------------------------------------
-    def _emit(self, model: type[BirthMessage | StateInterval | MachineKpi | SiteKpi], **fields: object) -> int:
-        """Store one sequenced message in the outbox; the outbox assigns its sequence number."""
+    def _emit(self, model: type[BirthMessage | StateInterval | MachineKpi | SiteKpi], **fields: object) -> None:
+        """Queue one message; `_flush` stores the queue in the outbox, which assigns sequence numbers."""
         kind = model.model_fields["kind"].default
 
         def make(seq: int) -> BirthMessage | StateInterval | MachineKpi | SiteKpi:
@@ -75,7 +80,13 @@ class Agent:
                 agent_id=self.config.agent.id, boot_id=self.boot_id, seq=seq, produced_at=self.clock.now(), **fields
             )
 
-        return self.outbox.append(topic(self.config.agent.id, kind), make)
+        self._unsaved.append((topic(self.config.agent.id, kind), make))
+
+    def _flush(self) -> None:
+        """One transaction (one disk sync) for everything one evaluation produced."""
+        if self._unsaved:
+            self.outbox.append_all(self._unsaved)
+            self._unsaved = []
 
     def _birth(self) -> None:
         c = self.config
@@ -146,6 +157,7 @@ class Agent:
         machines = [m for m in self.config.machines if m.device == device.id]
         key = (device.id, period)
         self.overruns[key] = 0
+        latest, fresh = self.latest[device.id], self._fresh_until[device.id]
         while not stop.is_set():
             started = time.monotonic()
             try:
@@ -155,19 +167,13 @@ class Agent:
                 now = self.clock.now()
                 samples = [Sample.bad(device.id, t.name, now, f"internal error: {e!r}") for t in device.config.tags]
             self.samples_read += len(samples)
-            latest, fresh = self.latest[device.id], self._fresh_until[device.id]
-            fresh_until = time.monotonic() + lifetime
-            good = 0
-            for s in samples:
-                latest[s.tag] = s
-                if s.good:
-                    fresh[s.tag] = fresh_until
-                    good += 1
-            self.good_samples[device.id] += good
-            if machines:
-                by_tag = {s.tag: s for s in samples}
-                for m in machines:
-                    self._count(m, by_tag)
+            by_tag = {s.tag: s for s in samples}
+            latest.update(by_tag)
+            good = [s.tag for s in samples if s.good]
+            fresh.update(dict.fromkeys(good, time.monotonic() + lifetime))
+            self.good_samples[device.id] += len(good)
+            for m in machines:
+                self._count(m, by_tag)
             elapsed = time.monotonic() - started
             if elapsed > period:
                 self.overruns[key] += 1
@@ -216,6 +222,7 @@ class Agent:
                 closed[m.id] = done
         if closed:
             self._emit_buckets(closed)
+        self._flush()
 
     async def _evaluate_loop(self, stop: asyncio.Event) -> None:
         tick = min([g.interval_s for d in self.devices.values() for g in d.groups] or [1.0])
@@ -233,6 +240,10 @@ class Agent:
         for acc in self.accumulators.values():
             acc.start(now)
         self._birth()
+        self._flush()
+        # Everything built so far (imported libraries, configuration) lives as long as the agent:
+        # keep it out of the collector's full scans, which would otherwise walk it again and again.
+        gc.freeze()
         self.publisher.start()
         tasks = [asyncio.create_task(self._poll_group(d, g, stop)) for d in self.devices.values() for g in d.groups]
         tasks.append(asyncio.create_task(self._evaluate_loop(stop)))

@@ -132,7 +132,8 @@ def test_unit_refusing_merged_reads_falls_back_to_one_request_per_tag() -> None:
         config = ModbusDeviceConfig.model_validate(device_config(7, port, tags=tags))
         device = ModbusDevice(config, ModbusLink(config))
         assert requests_per_cycle(device.groups) == 1
-        samples = await device.read(now)
+        planned_first = device.groups[0]  # the agent's poll task keeps the group it started with
+        samples = await device.read_group(planned_first, now)
         assert [(s.tag, s.value, s.good) for s in samples] == [
             ("t0", 7000, True),
             ("t1", 7001, True),
@@ -140,12 +141,14 @@ def test_unit_refusing_merged_reads_falls_back_to_one_request_per_tag() -> None:
         ]
         # first only the gap-spanning read goes: t0+t1 stay merged, t5 alone
         assert not device.per_tag and requests_per_cycle(device.groups) == 2
-        again = await device.read(now)
+        again = await device.read_group(planned_first, now)
         assert [(s.tag, s.value, s.good) for s in again] == [("t0", 7000, True), ("t1", 7001, True), ("t5", 7005, True)]
         # the unit refuses even adjacent tags: one request per tag from now on
         assert device.per_tag and requests_per_cycle(device.groups) == 3
-        third = await device.read(now)
+        before = device.link.requests
+        third = await device.read_group(planned_first, now)
         assert all(s.good for s in third)
+        assert device.link.requests - before == 3  # the new plan is used, not the refused merged read
         await device.close()
 
     with MisbehavingServer({7: "short_reads_only"}).running() as server:

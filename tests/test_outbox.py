@@ -7,6 +7,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from edge_agent.outbox import Outbox
 from edgeproof.contract import StatusMessage
 
@@ -45,3 +47,18 @@ def test_messages_survive_kill_minus_9(tmp_path: Path) -> None:
     assert proc.returncode == -9
     box = Outbox(path)
     assert box.depth() == 50 and box.last_seq() == 50
+
+
+def test_append_all_is_one_transaction(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "outbox.sqlite")
+    assert box.append_all([("t", _message), ("u", _message)]) == [1, 2]
+
+    def broken(seq: int) -> StatusMessage:
+        raise ValueError("cannot build")
+
+    with pytest.raises(ValueError, match="cannot build"):
+        box.append_all([("t", _message), ("t", broken)])
+    # the failed batch left nothing behind, not even its first message or a used sequence number
+    assert box.depth() == 2 and box.last_seq() == 2
+    assert box.append("t", _message) == 3
+    assert [(seq, topic) for seq, topic, _ in box.pending(10)] == [(1, "t"), (2, "u"), (3, "t")]

@@ -125,3 +125,49 @@ def compile_number_decoder(data_type: DataType, order: ByteOrder, word_offset: i
     pick = itemgetter(*source)
     big = struct.Struct(fmt)
     return lambda raw: big.unpack(bytes(pick(raw)))[0]  # type: ignore[no-any-return]
+
+
+NumberField = tuple[DataType, ByteOrder, int]  # type, byte order, word offset inside a read
+
+
+def compile_block_decoder(fields: list[NumberField]) -> tuple[list[int], Callable[[bytes], list[int | float]]]:
+    """Decode many numbers of one read's raw bytes with at most two struct calls.
+
+    Returns the indexes (into `fields`) it takes and a function giving their values in that order.
+    It takes the fields a struct format can express (big- or little-endian; every 16-bit order)
+    that do not overlap; the rest, such as word-swapped 32/64-bit values, are left to
+    compile_number_decoder. A property test checks it against decode_number.
+    """
+    by_endian: dict[str, list[tuple[int, int, DataType]]] = {">": [], "<": []}
+    for index, (data_type, order, offset) in enumerate(fields):
+        if data_type not in _STRUCT:
+            continue
+        if WIDTH[data_type] == 1:
+            endian = "<" if _bytes_swapped(order) else ">"
+        elif order in ("ABCD", "DCBA"):
+            endian = ">" if order == "ABCD" else "<"
+        else:
+            continue
+        by_endian[endian].append((offset, index, data_type))
+    taken: list[int] = []
+    structs: list[struct.Struct] = []
+    for endian, items in by_endian.items():
+        fmt, end, chosen = [], 0, []
+        for offset, index, data_type in sorted(items):
+            if offset < end:  # overlaps the previous field: decoded on its own
+                continue
+            if offset > end:
+                fmt.append(f"{2 * (offset - end)}x")
+            fmt.append(_STRUCT[data_type][1])
+            end = offset + WIDTH[data_type]
+            chosen.append(index)
+        if chosen:
+            structs.append(struct.Struct(endian + "".join(fmt)))
+            taken += chosen
+    if not structs:
+        return [], lambda raw: []
+    if len(structs) == 1:
+        only = structs[0]
+        return taken, lambda raw: list(only.unpack_from(raw))
+    first, second = structs
+    return taken, lambda raw: [*first.unpack_from(raw), *second.unpack_from(raw)]

@@ -13,17 +13,21 @@ import logging
 import struct
 from collections.abc import Callable
 from datetime import datetime
+from functools import cache
+from typing import NamedTuple
 
 from connectors.backoff import Backoff
 from connectors.modbus.codec import (
     NUMERIC_TYPES,
     DecodeError,
+    NumberField,
+    compile_block_decoder,
     compile_number_decoder,
     decode_bit,
     decode_number,
     decode_string,
 )
-from connectors.modbus.config import ModbusDeviceConfig, ModbusTag
+from connectors.modbus.config import BIT_AREAS, ModbusDeviceConfig, ModbusTag
 from connectors.modbus.link import ModbusLink, ModbusRefused, NoAnswer
 from connectors.modbus.planner import PollGroup, Read, plan
 from connectors.sample import Sample, Value
@@ -33,6 +37,19 @@ _ADDRESS_ERRORS = (2, 3)
 TagDecoder = Callable[[list[int], bytes], Value]
 
 
+@cache
+def _registers(count: int) -> struct.Struct:
+    """Packs `count` registers back into the big-endian bytes they came as."""
+    return struct.Struct(f">{count}H")
+
+
+class CompiledRead(NamedTuple):
+    names: list[str]  # tags decoded together by `block`, in its output order
+    block: Callable[[list[int], bytes], list[Value]]  # (registers, raw bytes) -> their values
+    scaled: list[tuple[int, float, float]]  # (index into names, scale, offset) to apply
+    rest: list[tuple[str, TagDecoder]]  # tags decoded one by one (strings, bits, word-swapped numbers)
+
+
 class ModbusDevice:
     def __init__(self, config: ModbusDeviceConfig, link: ModbusLink) -> None:
         self.config = config
@@ -40,8 +57,11 @@ class ModbusDevice:
         self.link = link
         self.per_tag = not config.coalesce
         self.max_gap = config.max_gap
-        self.groups: list[PollGroup] = plan(config, self.per_tag, self.max_gap)
-        self._compiled: dict[Read, list[tuple[str, TagDecoder]]] = {}
+        self.groups: list[PollGroup] = []
+        # decoders of each planned read, by id(): hashing a Read would hash every tag model in it
+        self._current: dict[float, PollGroup] = {}
+        self._compiled: dict[int, CompiledRead] = {}
+        self._replan()
         self._backoff = Backoff(initial_s=min(1.0, config.backoff_max_s), maximum_s=config.backoff_max_s)
 
     def decode(self, tag: ModbusTag, words: list[int]) -> Value:
@@ -66,24 +86,46 @@ class ModbusDevice:
         end = offset + tag.width
         return lambda words, raw: self.decode(tag, words[offset:end])
 
-    def _decoders(self, read: Read) -> list[tuple[str, TagDecoder]]:
-        decoders = self._compiled.get(read)
-        if decoders is None:
-            decoders = [(t.name, self._tag_decoder(t, self.config.protocol_address(t) - read.start)) for t in read.tags]
-            self._compiled[read] = decoders
-        return decoders
+    def _compile(self, read: Read) -> CompiledRead:
+        """How to turn one read's answer into values: bits picked by offset; numbers that one
+        struct format can express decoded together; every other tag by its own decoder."""
+        offsets = [self.config.protocol_address(t) - read.start for t in read.tags]
+        if read.area in BIT_AREAS:
+            names = [t.name for t in read.tags]
+            return CompiledRead(names, lambda words, raw: [bool(words[o]) for o in offsets], [], [])
+        numbers: list[NumberField] = [
+            (t.type, self.config.tag_order(t), o) if t.type in NUMERIC_TYPES else ("string", "ABCD", o)
+            for t, o in zip(read.tags, offsets, strict=True)
+        ]
+        taken, block = compile_block_decoder(numbers)
+        tags = [read.tags[i] for i in taken]
+        scaled = [(k, t.scale, t.offset) for k, t in enumerate(tags) if t.scale != 1.0 or t.offset != 0.0]
+        left = set(range(len(read.tags))) - set(taken)
+        rest = [(read.tags[i].name, self._tag_decoder(read.tags[i], offsets[i])) for i in sorted(left)]
+        return CompiledRead([t.name for t in tags], lambda words, raw: block(raw), scaled, rest)
+
+    def _replan(self) -> None:
+        self.groups = plan(self.config, self.per_tag, self.max_gap)
+        self._current = {g.interval_s: g for g in self.groups}
+        self._compiled = {id(r): self._compile(r) for g in self.groups for r in g.reads}
 
     def _samples(self, read: Read, words: list[int], now: datetime) -> list[Sample]:
-        raw = struct.pack(f">{len(words)}H", *words) if read.area in ("holding", "input") else b""
-        out = []
-        for name, decode in self._decoders(read):
+        compiled = self._compiled.get(id(read)) or self._compile(read)
+        raw = _registers(len(words)).pack(*words) if read.area in ("holding", "input") else b""
+        values = compiled.block(words, raw)
+        for k, scale, shift in compiled.scaled:
+            values[k] = values[k] * scale + shift
+        device = self.id
+        out = [Sample(device, name, value, True, now) for name, value in zip(compiled.names, values, strict=True)]
+        for name, decode in compiled.rest:
             try:
-                out.append(Sample(self.id, name, decode(words, raw), True, now))
+                out.append(Sample(device, name, decode(words, raw), True, now))
             except DecodeError as e:
-                out.append(Sample.bad(self.id, name, now, f"decode: {e}"))
+                out.append(Sample.bad(device, name, now, f"decode: {e}"))
         return out
 
     async def read_group(self, group: PollGroup, now_fn: Callable[[], datetime]) -> list[Sample]:
+        group = self._current.get(group.interval_s, group)  # the caller may hold a group from before a re-plan
         if not self._backoff.ready():
             return [Sample.bad(self.id, t.name, now_fn(), "device not answering; waiting to retry") for t in group.tags]
         samples: list[Sample] = []
@@ -117,7 +159,7 @@ class ModbusDevice:
             step,
             extra={"device": self.id, "area": refused.area, "start": refused.start, "count": refused.count},
         )
-        self.groups = plan(self.config, self.per_tag, self.max_gap)
+        self._replan()
 
     async def _per_tag(self, read: Read, now_fn: Callable[[], datetime]) -> list[Sample]:
         out = []

@@ -91,7 +91,9 @@ class ModbusLink:
             if wait > 0:
                 await asyncio.sleep(wait)
             try:
-                client = await self._connected()
+                client = self._client
+                if client is None or not client.connected:
+                    client = await self._connected()
                 self.requests += 1
                 if area == "holding":
                     rr = await client.read_holding_registers(start, count=count, device_id=unit)
