@@ -1,7 +1,8 @@
 """`edgeproof probe modbus`: read raw registers and show every plausible interpretation.
 
 For commissioning: when a manual says "float at 40101" but not in which byte order, the right
-reading is the one that looks like a sensible number.
+reading is the one that looks like a sensible number. `edgeproof probe opcua` lives in
+connectors/opcua/probe.py.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from connectors.modbus.codec import BYTE_ORDERS, NUMERIC_TYPES, WIDTH, DecodeError, decode_number, decode_string
 from connectors.modbus.config import ModbusDeviceConfig
 from connectors.modbus.link import ModbusLink, ModbusRefused, NoAnswer
+from connectors.opcua import probe as opcua_probe
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     m.add_argument("--address", type=int, required=True, help="protocol address (0-based) of the first register")
     m.add_argument("--count", type=int, default=4, help="registers to read (1-125)")
     m.add_argument("--timeout", type=float, default=2.0)
+    o = sub.add_parser("opcua", help="browse an OPC UA server's nodes and values; draft a device's tags")
+    opcua_probe.add_arguments(o)
 
 
 def _fmt(value: float | int) -> str:
@@ -101,6 +105,8 @@ async def _probe(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.probe_protocol == "opcua":
+        return opcua_probe.run(args)
     if not 1 <= args.count <= 125:
         print("--count must be 1..125", file=sys.stderr)
         return 2

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from connectors.modbus.config import ModbusDeviceConfig
 from connectors.opcua import OpcUaDeviceConfig
+from connectors.opcua.models import MODELS
 from edgeproof.configfile import TimeZoneName, load_yaml_model, located_error
 from edgeproof.contract import MachineState
 
@@ -162,6 +163,9 @@ class AgentConfig(_Model):
                         ("devices", i, name),
                         f"{d.id} shares link {d.link_key[1]} with {first.id}, whose {name} is {getattr(first, name)!r}",
                     )
+        for m in self.machines:  # a machine-tool model's rule set, unless the file defines one of that name
+            if m.state_rules in MODELS and m.state_rules not in self.state_rules:
+                self.state_rules[m.state_rules] = [StateRule.model_validate(r) for r in MODELS[m.state_rules].rules]
         processes = {p.id for p in self.processes}
         devices = {d.id: d for d in self.devices}
         for i, m in enumerate(self.machines):

@@ -39,6 +39,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", default=None, help="a ClockSpec as JSON; overrides --speed and --lead-s")
     parser.add_argument("--truth", type=Path, default=None, help="write the phase's ground truth here (JSON)")
     parser.add_argument("--until-end", action="store_true", help="exit once plant time passes the window end + 60 s")
+    parser.add_argument(
+        "--opcua-pki",
+        type=Path,
+        default=None,
+        help="CNCs offer only Sign/SignAndEncrypt endpoints; certificate in DIR/<machine>/own, "
+        "trusted client certificates in DIR/<machine>/trusted",
+    )
+    parser.add_argument(
+        "--opcua-user",
+        action="append",
+        default=None,
+        metavar="NAME:PASSWORD",
+        help="CNCs accept only these users (repeatable); for test plants only, as the command line is visible",
+    )
 
 
 def _clock(args: argparse.Namespace, scenario: Scenario) -> Clock:
@@ -57,6 +71,18 @@ async def _until_end(clock: Clock, scenario: Scenario, phase: str, stop: asyncio
     stop.set()
 
 
+def _users(pairs: list[str] | None) -> dict[str, str] | None:
+    if pairs is None:
+        return None
+    users: dict[str, str] = {}
+    for pair in pairs:
+        name, _, password = pair.partition(":")
+        if not name or not password:
+            raise ValueError("--opcua-user takes NAME:PASSWORD")  # not echoed: it holds a password
+        users[name] = password
+    return users
+
+
 def _install_signal_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,12 +96,15 @@ def _print_ready(info: dict[str, Any]) -> None:
     print(json.dumps({"ready": True, "clock": info["clock"], "endpoints": info["endpoints"]}), flush=True)
 
 
-async def _serve(args: argparse.Namespace, scenario: Scenario, clock: Clock) -> None:
+async def _serve(args: argparse.Namespace, scenario: Scenario, clock: Clock, users: dict[str, str] | None) -> None:
     stop = asyncio.Event()
     _install_signal_handlers(stop)
     watcher = asyncio.create_task(_until_end(clock, scenario, args.phase, stop)) if args.until_end else None
     try:
-        await run_plant(scenario, args.phase, clock, args.port_base, args.truth, _print_ready, stop)
+        await run_plant(
+            scenario, args.phase, clock, args.port_base, args.truth, _print_ready, stop,
+            opcua_pki_dir=args.opcua_pki, opcua_users=users,
+        )  # fmt: skip
     finally:
         if watcher is not None:
             watcher.cancel()
@@ -97,7 +126,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"bad clock: {e}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(args, scenario, clock))
+        users = _users(args.opcua_user)
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(args, scenario, clock, users))
     except (OSError, RuntimeError) as e:  # typically a port already in use (pymodbus raises RuntimeError)
         print(f"cannot serve: {e}", file=sys.stderr)
         return 1

@@ -10,10 +10,21 @@ Node map and state mapping: docs/simulators.md.
 from __future__ import annotations
 
 import asyncio
+import hmac
+import socket
+from collections.abc import Mapping
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from asyncua import Node, Server, ua
+from asyncua.crypto.cert_gen import setup_self_signed_certificate
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator, CertificateValidatorOptions
+from asyncua.server.user_managers import UserManager
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from edgeproof.clock import Clock
 from simulators.plant import MachinePlant, Snapshot, State
@@ -46,6 +57,9 @@ NODES: dict[str, ua.VariantType] = {
     "Production/PartsRejected": _V.UInt32,
     "CncInterface/Channel1/ActProgramStatus": _V.Int32,
     "CncInterface/Channel1/ActOperationMode": _V.Int32,
+    "CncInterface/Channel1/ActMainProgramName": _V.String,
+    "CncInterface/Channel1/FeedOverride": _V.Double,
+    "CncInterface/Spindle1/ActOverride": _V.Double,
 }
 
 # state -> (OperationMode, MachineryItemState, ActiveProgram.State, IsRotating, ActProgramStatus,
@@ -80,14 +94,55 @@ def cnc_values(s: Snapshot, spindle_override: float) -> dict[str, Any]:
         "Production/PartsRejected": s.scrap % 2**32,
         "CncInterface/Channel1/ActProgramStatus": prog_status,
         "CncInterface/Channel1/ActOperationMode": cnc_mode,
+        "CncInterface/Channel1/ActMainProgramName": s.interval.program,
+        "CncInterface/Channel1/FeedOverride": spindle_override,
+        "CncInterface/Spindle1/ActOverride": spindle_override,
     }
+
+
+SECURE_POLICIES = [
+    ua.SecurityPolicyType.Basic256Sha256_Sign,
+    ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_Sign,
+    ua.SecurityPolicyType.Aes128Sha256RsaOaep_SignAndEncrypt,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_Sign,
+    ua.SecurityPolicyType.Aes256Sha256RsaPss_SignAndEncrypt,
+]
+
+
+class _PasswordUsers(UserManager):
+    """Accepts only the configured username/password pairs."""
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        self._users = dict(users)
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> User | None:
+        expected = self._users.get(username or "")
+        if expected is None or password is None or not hmac.compare_digest(expected.encode(), password.encode()):
+            return None
+        return User(role=UserRole.User, name=username)
 
 
 class CncServer:
     def __init__(
-        self, plant: MachinePlant, clock: Clock, host: str, port: int, update_interval_s: float = 0.02
+        self,
+        plant: MachinePlant,
+        clock: Clock,
+        host: str,
+        port: int,
+        update_interval_s: float = 0.02,
+        *,
+        pki_dir: Path | None = None,
+        users: Mapping[str, str] | None = None,
     ) -> None:
+        """pki_dir: offer only the signed and encrypted endpoints, with a certificate kept in pki_dir/own/, to
+        clients whose certificate is in pki_dir/trusted/ (read at each session). users: username -> password,
+        the only identities accepted (no anonymous access)."""
         self.plant = plant
+        self.pki_dir = pki_dir
+        self.users = users
         self.clock = clock
         self.url = f"opc.tcp://{host}:{port}/"
         self.update_interval_s = update_interval_s
@@ -98,13 +153,19 @@ class CncServer:
 
     async def start(self) -> None:
         mid = self.plant.machine_id
-        server = Server()
+        server = Server(user_manager=_PasswordUsers(self.users) if self.users is not None else None)
         await server.init()  # ~2 s of CPU: asyncua builds the standard address space in Python
         server.set_endpoint(self.url)
         server.set_server_name(f"edgeproof simulated CNC {mid}")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
         # The application URI takes namespace index 1, so it must differ from the namespace URI.
-        await server.set_application_uri(f"{NAMESPACE_URI}:{mid}")
+        app_uri = f"{NAMESPACE_URI}:{mid}"
+        await server.set_application_uri(app_uri)
+        if self.users is not None:
+            server.set_identity_tokens([ua.UserNameIdentityToken])
+        if self.pki_dir is None:
+            server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        else:
+            await self._secure(server, self.pki_dir, app_uri)
         idx = await server.register_namespace(NAMESPACE_URI)
         if idx != NAMESPACE_INDEX:
             raise RuntimeError(f"namespace {NAMESPACE_URI} got index {idx}, expected {NAMESPACE_INDEX}")
@@ -125,6 +186,34 @@ class CncServer:
         self._server = server
         await self.refresh()
         await server.start()
+
+    @staticmethod
+    async def _secure(server: Server, pki_dir: Path, app_uri: str) -> None:
+        own, trusted = pki_dir / "own", pki_dir / "trusted"
+        for folder in (own, trusted):
+            folder.mkdir(parents=True, exist_ok=True)
+        cert, key = own / "cert.der", own / "key.pem"
+        await setup_self_signed_certificate(
+            key,
+            cert,
+            app_uri,
+            socket.gethostname(),
+            [ExtendedKeyUsageOID.SERVER_AUTH],
+            {"organizationName": "edgeproof simulator"},
+        )
+        await server.load_certificate(cert)
+        await server.load_private_key(key)
+        server.set_security_policy(SECURE_POLICIES)
+        store = TrustStore([trusted], [])
+        validator = CertificateValidator(
+            CertificateValidatorOptions.TRUSTED_VALIDATION | CertificateValidatorOptions.PEER_CLIENT, store
+        )
+
+        async def check_client(client_cert: x509.Certificate, client: ua.ApplicationDescription) -> None:
+            await store.load_trust()  # a certificate copied into trusted/ counts from the next session
+            await validator.validate(client_cert, client)
+
+        server.set_certificate_validator(check_client)
 
     async def _folder(self, folders: dict[str, Node], path: str) -> Node:
         if path not in folders:

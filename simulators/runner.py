@@ -8,7 +8,7 @@ exposed in the phase are served; an unexposed one is simply not listening.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -47,8 +47,15 @@ async def run_plant(
     truth_path: Path | None,
     on_ready: Callable[[dict[str, Any]], None] | None,
     stop: asyncio.Event,
+    *,
+    opcua_pki_dir: Path | None = None,
+    opcua_users: Mapping[str, str] | None = None,
 ) -> None:
-    """Serve the phase until `stop` is set; raises if a server cannot start or a refresh fails."""
+    """Serve the phase until `stop` is set; raises if a server cannot start or a refresh fails.
+
+    opcua_pki_dir: the CNCs offer only signed and encrypted endpoints, each with its PKI in
+    opcua_pki_dir/<machine id>/ (see CncServer). opcua_users: username -> password the CNCs require.
+    """
     exposed = set(scenario.phase(phase).exposed)
     plants = build_plant(scenario, phase)
     interval = scenario.update_interval_s
@@ -68,8 +75,12 @@ async def run_plant(
             servers.append(ModbusSimServer("plc", {PLC_DEVICE_ID: plants[m.id]}, clock, HOST, port, interval))
             endpoints[m.id] = {"protocol": "modbus", "host": HOST, "port": port, "unit": PLC_DEVICE_ID}
         else:
-            servers.append(CncServer(plants[m.id], clock, HOST, port, interval))
+            pki = opcua_pki_dir / m.id if opcua_pki_dir is not None else None
+            servers.append(CncServer(plants[m.id], clock, HOST, port, interval, pki_dir=pki, users=opcua_users))
             endpoints[m.id] = {"protocol": "opcua", "host": HOST, "port": port, "url": f"opc.tcp://{HOST}:{port}/"}
+            if pki is not None:
+                # what an operator trusts on the agent side, and where the agent's certificate goes
+                endpoints[m.id] |= {"certificate": str(pki / "own" / "cert.der"), "trusted": str(pki / "trusted")}
     if io_units:
         servers.append(ModbusSimServer("io", io_units, clock, HOST, port_base, interval))
 

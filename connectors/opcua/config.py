@@ -8,6 +8,8 @@ from typing import Literal
 from asyncua import ua
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from connectors.opcua.models import MODELS, ModelName
+
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -42,6 +44,11 @@ class OpcUaTag(_Model):
         except Exception as e:  # asyncua raises several types for bad strings
             raise ValueError(f"not a NodeId: {v!r}") from e
         return v
+
+    @field_validator("path")
+    @classmethod
+    def _path_steps(cls, v: str | None) -> str | None:
+        return v if v is None else _browse_path(v)
 
     @model_validator(mode="after")
     def _one_address(self) -> OpcUaTag:
@@ -100,11 +107,16 @@ class OpcUaDeviceConfig(_Model):
     )
     backoff_max_s: float = Field(30.0, gt=0, description="longest wait between reconnect attempts")
     security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
-    model: Literal["umati_machinetool", "cnc_40502"] | None = Field(
+    model: ModelName | None = Field(
         None, description="built-in machine-tool mapping that adds its tags (OPC 40501 / OPC 40502)"
     )
     machine_path: str | None = Field(None, description="browse path of the machine object, required with model")
     tags: list[OpcUaTag] = Field(default_factory=list, description="with a model: extra tags, or overrides by name")
+
+    @field_validator("machine_path")
+    @classmethod
+    def _machine_path_steps(cls, v: str | None) -> str | None:
+        return v if v is None else _browse_path(v)
 
     @model_validator(mode="after")
     def _tags_or_model(self) -> OpcUaDeviceConfig:
@@ -112,13 +124,32 @@ class OpcUaDeviceConfig(_Model):
             raise ValueError("give tags, or a model with its machine_path")
         if self.model is not None and self.machine_path is None:
             raise ValueError(f"model {self.model} needs machine_path (browse path of the machine object)")
+        if self.model is None and self.machine_path is not None:
+            raise ValueError("machine_path is only used with a model")
+        if self.lifetime_count < 3 * self.keepalive_count:
+            raise ValueError("lifetime_count must be at least 3 x keepalive_count (OPC UA Part 4)")
         names = [t.name for t in self.tags]
         for i, n in enumerate(names):
             if n in names[:i]:
-                raise ValueError(f"duplicate tag name {n!r}")
+                raise ValueError(f"duplicate tag name {n!r} in tags")
+        if self.model is not None:
+            self.tags = _with_model_tags(self.model, self.tags)
         return self
 
     @property
     def interval_s(self) -> float:
         """How often the agent collects this device's samples."""
         return self.publishing_interval_s if self.acquisition == "subscription" else self.poll_interval_s
+
+
+def _browse_path(path: str) -> str:
+    if not path.strip("/") or any(not step for step in path.strip("/").split("/")):
+        raise ValueError(f"empty browse name in {path!r}")
+    return path
+
+
+def _with_model_tags(model: ModelName, tags: list[OpcUaTag]) -> list[OpcUaTag]:
+    """The model's tags in its order, each replaced by a user tag of the same name; then the user's other tags."""
+    own = {t.name: t for t in tags}
+    merged = [own.get(name) or OpcUaTag(name=name, path=path) for name, path in MODELS[model].tags.items()]
+    return merged + [t for t in tags if t.name not in MODELS[model].tags]
