@@ -80,14 +80,14 @@ UMATI_RUNNING = simulated(State.RUNNING)
     ("changes", "expected"),
     [
         # Manual intervention is preparation even while a program runs and the spindle turns.
-        ({"Monitoring/MachineTool/OperationMode": 1}, ("SETUP", None)),
-        ({"Monitoring/MachineTool/OperationMode": 3}, ("SETUP", None)),
-        ({"Monitoring/MachineTool/OperationMode": 4}, ("SETUP", None)),
-        ({"Monitoring/MachineTool/OperationMode": 5}, ("SETUP", None)),
-        ({"Monitoring/MachineTool/OperationMode": 0}, ("IDLE", None)),
+        ({"Monitoring/MachineTool/OperationMode": 0}, ("SETUP", None)),  # Manual
+        ({"Monitoring/MachineTool/OperationMode": 2}, ("SETUP", None)),  # Setup
+        ({"Monitoring/MachineTool/OperationMode": 3}, ("SETUP", None)),  # AutoWithManualIntervention
+        ({"Monitoring/MachineTool/OperationMode": 4}, ("SETUP", None)),  # Service
+        ({"Monitoring/MachineTool/OperationMode": 5}, ("IDLE", None)),  # Other: never counted as production
         ({"Monitoring/MachineTool/MachineryItemState": 1}, ("FAULT", "out_of_service")),
         ({"Production/ActiveProgram/State": 4}, ("FAULT", "program_aborted")),
-        ({"Monitoring/MachineTool/AlarmCode": 2301, "Monitoring/MachineTool/OperationMode": 1}, ("FAULT", "2301")),
+        ({"Monitoring/MachineTool/AlarmCode": 2301, "Monitoring/MachineTool/OperationMode": 0}, ("FAULT", "2301")),
         ({"Production/ActiveProgram/State": 3}, ("IDLE", None)),
     ],
 )
@@ -98,14 +98,12 @@ def test_umati_modes_and_faults(rules: dict[str, StateRules], changes: dict[str,
 @pytest.mark.parametrize(
     ("op_mode", "prog_status", "expected"),
     [
+        (0, 1, ("SETUP", None)),  # Manual (JOG, reference point)
         (1, 1, ("SETUP", None)),  # MDA
-        (2, 1, ("SETUP", None)),  # JOG
-        (3, 1, ("SETUP", None)),  # Manual
-        (4, 1, ("SETUP", None)),  # RefPoint
-        (5, 1, ("RUNNING", None)),  # Remote (DNC) is automatic operation
-        (6, 1, ("IDLE", None)),  # Other: never counted as production
-        (0, 2, ("IDLE", None)),  # Waiting
-        (0, 4, ("FAULT", "program_canceled")),
+        (2, 1, ("RUNNING", None)),  # Automatic
+        (7, 1, ("IDLE", None)),  # a value outside the enumeration is never production
+        (2, 2, ("IDLE", None)),  # Waiting
+        (2, 4, ("FAULT", "program_canceled")),
     ],
 )
 def test_cnc_40502_modes_and_faults(
@@ -189,7 +187,7 @@ def test_config_errors_name_the_field(fields: dict[str, Any], message: str) -> N
 
 
 def test_user_rule_set_wins_and_tag_check_still_applies(tmp_path: Path) -> None:
-    own = AGENT + "state_rules:\n  cnc_40502:\n    - {state: RUNNING, when: {all: [{tag: op_mode, value: 0}]}}\n"
+    own = AGENT + "state_rules:\n  cnc_40502:\n    - {state: RUNNING, when: {all: [{tag: op_mode, value: 2}]}}\n"
     path = tmp_path / "agent.yaml"
     path.write_text(own, encoding="utf-8")
     assert [r.state for r in load_config(path).state_rules["cnc_40502"]] == ["RUNNING"]

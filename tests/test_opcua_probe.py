@@ -97,7 +97,7 @@ def test_table_shows_node_ids_paths_types_and_live_values(cnc: Cnc, capsys: pyte
     assert (mode["browse name"], mode["class"], mode["data type"], mode["path"]) == (
         "2:OperationMode", "Variable", "Int32", OPERATION_MODE_PATH
     )  # fmt: skip
-    assert mode["value"] == str(cnc.values["Monitoring/MachineTool/OperationMode"]) == "2"
+    assert mode["value"] == str(cnc.values["Monitoring/MachineTool/OperationMode"]) == "1"  # Automatic
     program = rows["ns=2;s=CNC-01/Production/ActiveProgram/Name"]
     assert program["value"] == json.dumps(cnc.values["Production/ActiveProgram/Name"])
     assert rows["ns=2;s=CNC-01/Monitoring/Spindle/IsRotating"]["value"] == "true"

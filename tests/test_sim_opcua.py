@@ -22,12 +22,12 @@ CNCS = ["CNC-01", "CNC-02"]
 
 # state -> (OperationMode, MachineryItemState, ActiveProgram/State, IsRotating, ActProgramStatus, ActOperationMode)
 EXPECTED = {
-    State.RUNNING: (2, 3, 1, True, 1, 0),
-    State.IDLE: (2, 2, 2, False, 0, 0),
-    State.PLANNED_STOP: (2, 2, 2, False, 0, 0),
-    State.SETUP: (3, 2, 3, False, 0, 2),
-    State.FAULT: (2, 1, 4, False, 4, 0),
-    State.NOT_SCHEDULED: (2, 0, 2, False, 0, 0),
+    State.RUNNING: (1, 3, 1, True, 1, 2),
+    State.IDLE: (1, 2, 2, False, 0, 2),
+    State.PLANNED_STOP: (1, 2, 2, False, 0, 2),
+    State.SETUP: (2, 2, 3, False, 0, 0),
+    State.FAULT: (1, 1, 4, False, 4, 2),
+    State.NOT_SCHEDULED: (1, 0, 2, False, 0, 2),
 }
 SIGNALS = (
     "Monitoring/MachineTool/OperationMode",

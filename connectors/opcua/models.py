@@ -7,15 +7,15 @@ defines its own. Rules are plain data in the agent's `state_rules` format, valid
 Enumeration values used (numbers as the servers report them):
 
 OPC 40501-1 (umati MachineTool) MachineOperationMode (`mode`):
-    0 Other, 1 Manual, 2 Automatic, 3 Setup, 4 AutoWithManualIntervention, 5 Service
+    0 Manual, 1 Automatic, 2 Setup, 3 AutoWithManualIntervention, 4 Service, 5 Other
 OPC 40001-1 (Machinery) MachineryItemState (`item_state`):
     0 NotAvailable, 1 OutOfService, 2 NotExecuting, 3 Executing
 OPC 40501-1 ProductionProgram state, ISA-95 job states (`program_state`):
     0 Initializing, 1 Running, 2 Ended, 3 Interrupted, 4 Aborted
 OPC 40502 (CNC Systems) CncChannelProgStatus (`prog_status`):
     0 Stopped, 1 Running, 2 Waiting, 3 Interrupted, 4 Canceled (aborted by reset or alarm)
-OPC 40502 CncChannelOperationMode (`op_mode`):
-    0 Automatic, 1 MDA, 2 JOG, 3 Manual, 4 RefPoint, 5 Remote, 6 Other
+OPC 40502 CncOperationMode (`op_mode`):
+    0 Manual (JOG, reference point and other hand modes included), 1 MDA, 2 Automatic
 
 Neither specification has a warm-up or edit mode: controllers report warm-up as a manual/MDA activity
 (SETUP here) or as an automatic program, and editing happens with the channel in Manual or MDA.
@@ -33,15 +33,15 @@ from typing import Any, Literal
 ModelName = Literal["umati_machinetool", "cnc_40502"]
 
 # OPC 40501 MachineOperationMode
-MODE_MANUAL, MODE_AUTOMATIC, MODE_SETUP, MODE_AUTO_WITH_MANUAL_INTERVENTION, MODE_SERVICE = 1, 2, 3, 4, 5
+MODE_MANUAL, MODE_AUTOMATIC, MODE_SETUP, MODE_AUTO_WITH_MANUAL_INTERVENTION, MODE_SERVICE = 0, 1, 2, 3, 4
 # OPC 40001 MachineryItemState
 ITEM_OUT_OF_SERVICE, ITEM_EXECUTING = 1, 3
 # OPC 40501 ProductionProgram state
 PROGRAM_RUNNING, PROGRAM_ABORTED = 1, 4
 # OPC 40502 CncChannelProgStatus
 CNC_PROG_RUNNING, CNC_PROG_CANCELED = 1, 4
-# OPC 40502 CncChannelOperationMode
-CNC_AUTOMATIC, CNC_MDA, CNC_JOG, CNC_MANUAL, CNC_REF_POINT, CNC_REMOTE = 0, 1, 2, 3, 4, 5
+# OPC 40502 CncOperationMode
+CNC_MANUAL, CNC_MDA, CNC_AUTOMATIC = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,13 @@ CNC_40502 = MachineToolModel(
             "when": {"all": [_cond("prog_status", "eq", CNC_PROG_CANCELED)]},
             "reason": "program_canceled",
         },
-        {"state": "SETUP", "when": {"all": [_cond("op_mode", "in", [CNC_MDA, CNC_JOG, CNC_MANUAL, CNC_REF_POINT])]}},
+        {"state": "SETUP", "when": {"all": [_cond("op_mode", "in", [CNC_MANUAL, CNC_MDA])]}},
         {
             "state": "RUNNING",
             "when": {
                 "all": [
                     _cond("prog_status", "eq", CNC_PROG_RUNNING),
-                    _cond("op_mode", "in", [CNC_AUTOMATIC, CNC_REMOTE]),
+                    _cond("op_mode", "eq", CNC_AUTOMATIC),
                 ]
             },
         },
