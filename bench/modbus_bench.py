@@ -25,7 +25,6 @@ import os
 import platform
 import pstats
 import random
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,6 +39,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/modbus_bench.py` from a ch
     sys.path.insert(0, str(ROOT))
 
 import pymodbus  # noqa: E402
+from _common import Broker, process_cpu_s  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from connectors.modbus.codec import encode_number  # noqa: E402
@@ -253,16 +253,7 @@ class ServerFleet:
             wait_port(port)
 
     def cpu_s(self) -> float | None:
-        total = 0.0
-        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-        for proc in self.procs:
-            try:
-                stat = Path(f"/proc/{proc.pid}/stat").read_text()
-            except OSError:
-                return None
-            fields = stat[stat.rindex(")") + 2 :].split()
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        return total
+        return process_cpu_s([proc.pid for proc in self.procs])
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -274,30 +265,6 @@ class ServerFleet:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-# --- MQTT broker ----------------------------------------------------------------------------------
-class Broker:
-    """A private Mosquitto on a free port if one is installed; otherwise a port where nothing listens."""
-
-    def __init__(self, workdir: Path, mode: str) -> None:
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.kind = "none (nothing listens; the outbox keeps the messages)"
-        if mode == "auto" and Path(binary).exists():
-            conf = workdir / "mosquitto.conf"
-            conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_dest none\n")
-            self.proc = subprocess.Popen(
-                [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-            )
-            wait_port(self.port)
-            self.kind = f"mosquitto ({binary})"
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
 
 
 # --- measurement ----------------------------------------------------------------------------------

@@ -99,12 +99,14 @@ class _Live:
     deadline_s: float = float("inf")
     broken: asyncio.Event = field(default_factory=asyncio.Event)
     reason: str = ""
+    notifications: int = 0  # data changes delivered
 
     def on_publish(self, result: ua.PublishResult) -> None:
         """Every publish response, keep-alives included, proves the subscription alive."""
         self.heard_at = time.monotonic()
         for notification in result.NotificationMessage.NotificationData or []:
             if isinstance(notification, ua.DataChangeNotification):
+                self.notifications += len(notification.MonitoredItems)
                 for item in notification.MonitoredItems:
                     self.values[item.ClientHandle - 1] = item.Value
                     self.delivered = True
@@ -138,6 +140,7 @@ class OpcUaDevice:
         self._supervisor: asyncio.Task[None] | None = None  # subscription mode
         self._live: _Live | None = None
         self._down = "connecting"  # why there is no healthy subscription
+        self._notified = 0  # data changes delivered to subscriptions that have ended
 
     # --- sessions -------------------------------------------------------------------------------
     async def _open(self) -> _Session:
@@ -202,6 +205,11 @@ class OpcUaDevice:
         ]
 
     # --- subscription ---------------------------------------------------------------------------
+    @property
+    def notifications(self) -> int:
+        """Data changes the server has delivered to this device's subscriptions, for benchmarks and diagnostics."""
+        return self._notified + (self._live.notifications if self._live is not None else 0)
+
     async def read_group(self, group: OpcUaGroup, now_fn: Callable[[], datetime]) -> list[Sample]:
         if self.config.acquisition == "polling":
             return await self.read(now_fn)
@@ -235,6 +243,8 @@ class OpcUaDevice:
                     self._live = await self._subscribe(session)
                     reason = await self._watch(self._live)
                 finally:
+                    if self._live is not None:
+                        self._notified += self._live.notifications
                     self._live = None
                     await _disconnect(session.client, self.config.timeout_s)
             except ERRORS as e:
