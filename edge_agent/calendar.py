@@ -1,18 +1,19 @@
 """Shift calendar and bucket boundaries, both in the plant's local time zone.
 
 Everything stored and published is UTC; local time is used only to decide what is planned and
-where buckets start, so a day of 23 or 25 hours yields buckets aligned to local midnight.
+where buckets start, so a day of 23 or 25 hours yields buckets on the local wall-clock grid.
 """
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from bisect import bisect_left, bisect_right
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from itertools import pairwise
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from edge_agent.config import Calendar
+from edge_agent.config import Calendar, Kpi
 
 Planned = Literal["work", "break", "off"]
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -27,6 +28,10 @@ class ShiftCalendar:
     def __init__(self, calendar: Calendar, tz: ZoneInfo) -> None:
         self.calendar = calendar
         self.tz = tz
+        self.holidays = frozenset(calendar.holidays)
+        self.downtime: list[Interval] = [
+            (d.start.replace(tzinfo=tz), d.end.replace(tzinfo=tz)) for d in calendar.planned_downtime
+        ]
         self._day_cached = lru_cache(maxsize=64)(self._day)
         # every machine asks for the same span on each evaluation tick: compute it once per tick
         self._segments_cached = lru_cache(maxsize=16)(self._segments)
@@ -35,6 +40,8 @@ class ShiftCalendar:
         """(work, break) intervals of the shifts that start on local date `day`."""
         work: list[Interval] = []
         breaks: list[Interval] = []
+        if day in self.holidays:  # a night shift that began the day before still runs into it
+            return work, breaks
         for shift in self.calendar.shifts:
             if _WEEKDAYS[day.weekday()] not in shift.days:
                 continue
@@ -66,14 +73,21 @@ class ShiftCalendar:
             work += w
             breaks += b
             day += timedelta(days=1)
+        stops = breaks + [(s, e) for s, e in self.downtime if s < end and e > start]
         cuts = {start, end}
-        for a, b in work + breaks:
+        for a, b in work + stops:
             cuts.update(t for t in (a, b) if start < t < end)
-        points = sorted(cuts)
+        # in UTC: subtracting two datetimes of one zone gives wall-clock time, wrong across a DST change
+        points = sorted({t.astimezone(UTC) for t in cuts})
         out: list[tuple[datetime, datetime, Planned]] = []
         for a, b in pairwise(points):
+            # planned downtime outside every shift stays off: it is not taken from planned time
             status: Planned = (
-                "break" if any(s <= a < e for s, e in breaks) else "work" if any(s <= a < e for s, e in work) else "off"
+                "off"
+                if not any(s <= a < e for s, e in work)
+                else "break"
+                if any(s <= a < e for s, e in stops)
+                else "work"
             )
             if out and out[-1][2] == status:
                 out[-1] = (out[-1][0], b, status)
@@ -86,20 +100,44 @@ class ShiftCalendar:
 
 
 class Buckets:
-    """Fixed-length buckets aligned to local midnight (bucket length divides a day)."""
+    """Buckets on the local wall-clock grid: boundaries at `offset_minutes` plus multiples of `minutes`.
 
-    def __init__(self, minutes: int, tz: ZoneInfo) -> None:
+    A boundary the clock shows twice (the repeated hour when DST ends) starts a bucket each time;
+    one the clock skips (the hour lost when DST begins) starts none. So hourly buckets number 23
+    and 25 on those days, each one hour long, and a daily bucket lasts 23 or 25 hours.
+    """
+
+    def __init__(self, minutes: int, tz: ZoneInfo, offset_minutes: int = 0) -> None:
         self.minutes = minutes
         self.tz = tz
+        self.offset_minutes = offset_minutes % minutes
+        self._bounds_cached = lru_cache(maxsize=16)(self._bounds)
+
+    @classmethod
+    def configured(cls, kpi: Kpi, calendar: Calendar, tz: ZoneInfo) -> Buckets:
+        """The agent's buckets: `bucket_align: shift` anchors the grid at the first shift's start."""
+        anchor = calendar.shifts[0].start if kpi.bucket_align == "shift" and calendar.shifts else time()
+        return cls(kpi.bucket_minutes, tz, anchor.hour * 60 + anchor.minute)
+
+    def _bounds(self, day: date) -> list[datetime]:
+        """UTC instants at which the buckets of local date `day` start."""
+        out: set[datetime] = set()
+        for minute in range(self.offset_minutes, 1440, self.minutes):
+            wall = datetime.combine(day, time(minute // 60, minute % 60))
+            for fold in (0, 1):
+                utc = wall.replace(tzinfo=self.tz, fold=fold).astimezone(UTC)
+                if utc.astimezone(self.tz).replace(tzinfo=None) == wall:  # skipped wall times do not round-trip
+                    out.add(utc)
+        return sorted(out)
+
+    def _around(self, t: datetime) -> list[datetime]:
+        day = t.astimezone(self.tz).date()
+        return [b for d in (-1, 0, 1, 2) for b in self._bounds_cached(day + timedelta(days=d))]
 
     def start_of(self, t: datetime) -> datetime:
-        local = t.astimezone(self.tz)
-        minute_of_day = (local.hour * 60 + local.minute) // self.minutes * self.minutes
-        return _at(local.date(), time(minute_of_day // 60, minute_of_day % 60), self.tz).astimezone(t.tzinfo)
+        bounds = self._around(t)
+        return bounds[bisect_right(bounds, t) - 1]
 
     def end_of(self, bucket_start: datetime) -> datetime:
-        local = bucket_start.astimezone(self.tz)
-        minute_of_day = local.hour * 60 + local.minute + self.minutes
-        day = local.date() + timedelta(days=minute_of_day // 1440)
-        minute_of_day %= 1440
-        return _at(day, time(minute_of_day // 60, minute_of_day % 60), self.tz).astimezone(bucket_start.tzinfo)
+        bounds = self._around(bucket_start)
+        return bounds[bisect_left(bounds, bucket_start + timedelta(microseconds=1))]

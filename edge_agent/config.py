@@ -5,11 +5,12 @@ Validated with pydantic; `load_config` reports problems as `file:line: field: me
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, field_validator, model_validator
 
 from connectors.modbus.config import ModbusDeviceConfig
 from connectors.opcua import OpcUaDeviceConfig
@@ -25,6 +26,7 @@ class _Model(BaseModel):
 class AgentIdentity(_Model):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="unique per agent; used in MQTT topics")
     data_dir: Path = Field(Path("var/agent"), description="outbox and sequence counter live here")
+    event_log: Path | None = Field(None, description="append every raw sample here as JSON lines (docs/event-log.md)")
 
 
 class Firm(_Model):
@@ -59,10 +61,22 @@ class Machine(_Model):
     digital: bool = Field(description="has a digital control or interface, or was retrofitted to be observable")
     digital_basis: str | None = Field(None, description="why it counts as digital (for evaluators)")
     nc_capable: bool = Field(False, description="numerically controlled: CNC or PLC-controlled")
-    ideal_cycle_s: float | None = Field(None, gt=0, description="planned run time per unit (PRU)")
+    ideal_cycle_s: float | None = Field(
+        None, gt=0, description="planned run time per unit (PRU); fallback for programs not in the table"
+    )
+    program: str | None = Field(None, description="tag with the active program or product")
+    ideal_cycle_by_program: dict[str, PositiveFloat] = Field(
+        default_factory=dict, description="PRU per value of the program tag"
+    )
     device: str | None = Field(None, description="device that observes this machine; none = not acquired")
     state_rules: str | None = Field(None, description="name of a rule set in state_rules")
     counters: Counters = Field(default_factory=Counters)
+
+    @field_validator("ideal_cycle_by_program", mode="before")
+    @classmethod
+    def _program_keys_as_text(cls, v: object) -> object:
+        # YAML reads `1001: 42.0` with an integer key; the tag's value is compared as text
+        return {str(k): c for k, c in v.items()} if isinstance(v, dict) else v
 
 
 Op = Literal["eq", "ne", "gt", "ge", "lt", "le", "in", "not_in"]
@@ -101,13 +115,44 @@ class Shift(_Model):
     breaks: list[Period] = Field(default_factory=list)
 
 
+class PlannedDowntime(_Model):
+    start: datetime = Field(description="local date and time, without a zone")
+    end: datetime
+    reason: str | None = None
+
+    @model_validator(mode="after")
+    def _local_and_ordered(self) -> PlannedDowntime:
+        if self.start.tzinfo is not None or self.end.tzinfo is not None:
+            raise ValueError("give local times without a zone (site.timezone applies)")
+        if self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
 class Calendar(_Model):
     shifts: list[Shift] = Field(default_factory=list)
+    holidays: list[date] = Field(default_factory=list, description="local dates on which no shift starts")
+    planned_downtime: list[PlannedDowntime] = Field(
+        default_factory=list, description="one-off planned stops inside shifts, e.g. maintenance"
+    )
+
+
+Loss = Literal["availability", "performance"]
 
 
 class Kpi(_Model):
-    bucket_minutes: int = Field(60, ge=1, le=1440, description="must divide a day; buckets align to local midnight")
+    bucket_minutes: int = Field(60, ge=1, le=1440, description="must divide a day")
+    bucket_align: Literal["midnight", "shift"] = Field(
+        "midnight", description="bucket grid anchored at local midnight, or at the first shift's start"
+    )
     networked_min_coverage: float = Field(0.9, gt=0, le=1)
+    micro_stop_s: float = Field(120.0, ge=0, description="an unreasoned IDLE stop shorter than this is a MICRO_STOP")
+    min_running_s: float = Field(0.0, ge=0, description="a RUNNING shorter than this, after a stop, joins the stop")
+    micro_stop_loss: Loss = Field("availability", description="ISO 22400: availability; Nakajima/TPM: performance")
+    setup_loss: Loss = Field("availability", description="ISO 22400: availability")
+    max_lateness_s: float = Field(10.0, ge=0, description="counter samples up to this late are put back in order")
+    counter_jump_factor: float = Field(3.0, gt=0, description="a delta above factor x elapsed / cycle is rejected")
+    counter_jump_min: int = Field(10, ge=1, description="deltas up to this many parts are never rejected")
 
     @field_validator("bucket_minutes")
     @classmethod
@@ -181,11 +226,28 @@ class AgentConfig(_Model):
                 )
             tags = {t.name for t in devices[m.device].tags}
             used = [c.tag for r in self.state_rules[m.state_rules] for c in r.when.all + r.when.any]
-            used += [t for t in (m.counters.parts, m.counters.scrap) if t]
+            used += [t for t in (m.counters.parts, m.counters.scrap, m.program) if t]
             missing = sorted(set(used) - tags)
             if missing:
                 raise located_error(("machines", i, "device"), f"device {m.device!r} has no tag {', '.join(missing)}")
+        if self.kpi.bucket_align == "shift":
+            self._shifts_on_bucket_grid()
         return self
+
+    def _shifts_on_bucket_grid(self) -> None:
+        shifts = self.calendar.shifts
+        if not shifts:
+            raise located_error(("kpi", "bucket_align"), "'shift' needs at least one shift in calendar.shifts")
+        anchor = shifts[0].start
+        for i, s in enumerate(shifts):
+            if s.start.second or s.start.microsecond:
+                raise located_error(("calendar", "shifts", i, "start"), "must be a whole minute to align buckets")
+            offset = (s.start.hour - anchor.hour) * 60 + s.start.minute - anchor.minute
+            if offset % self.kpi.bucket_minutes:
+                raise located_error(
+                    ("calendar", "shifts", i, "start"),
+                    f"{s.start:%H:%M} is not on the {self.kpi.bucket_minutes}-minute bucket grid from {anchor:%H:%M}",
+                )
 
 
 def load_config(path: str | Path) -> AgentConfig:

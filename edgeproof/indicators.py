@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
 
 # (upper bound inclusive, points) of the 2024 SME digital-level form, equipment items.
 SCORE_BANDS: tuple[tuple[float, float], ...] = ((0.10, 0.0), (0.20, 1.5), (0.40, 3.0), (0.60, 4.5), (1.00, 6.0))
 DEFAULT_NETWORKED_MIN_COVERAGE = 0.9
 PERFORMANCE_OVER_100 = "performance_over_100"
 RUNNING_IN_PLANNED_STOP = "running_in_planned_stop"
+COUNTER_JUMPS_REJECTED = "counter_jumps_rejected"
 
 
 def score_points(value: float | None) -> float | None:
@@ -78,6 +79,11 @@ class TimeElements(BaseModel):
     sq: NonNegativeFloat = Field(0.0, description="scrap quantity")
     ideal_run_s: NonNegativeFloat = Field(0.0, description="sum of PRU x PQ over products")
     ideal_good_s: NonNegativeFloat = Field(0.0, description="sum of PRU x GQ over products")
+    counter_wraps: NonNegativeInt = Field(0, description="counter rollovers (16/32/64 bit) detected")
+    counter_resets: NonNegativeInt = Field(0, description="counter resets detected (counting restarted from zero)")
+    counter_jumps: NonNegativeInt = Field(0, description="implausible counter deltas rejected, parts not counted")
+    counter_duplicates: NonNegativeInt = Field(0, description="counter samples with a time already seen, ignored")
+    counter_late: NonNegativeInt = Field(0, description="counter samples later than the allowed lateness, ignored")
     ideal_known: bool = Field(True, description="False when some produced part had no ideal cycle time")
 
     # time elements are exact to the microsecond; rounding keeps float sums such as 3600.0000000000005
@@ -141,6 +147,8 @@ def oee(te: TimeElements) -> Oee:
         flags.append(PERFORMANCE_OVER_100)
     if te.running_in_planned_stop_s > 0:
         flags.append(RUNNING_IN_PLANNED_STOP)
+    if te.counter_jumps > 0:
+        flags.append(COUNTER_JUMPS_REJECTED)
     return Oee(availability=availability, performance=performance, quality=quality, oee=overall, flags=flags)
 
 

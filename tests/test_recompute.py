@@ -1,0 +1,280 @@
+"""`edgeproof kpi`: the replay of the agent's event log gives exactly the numbers the agent published."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bench.kpi_bench import bench_config, engine_buckets, per_shift, synthesize, vectorized_buckets
+from connectors.sample import Sample
+from edge_agent.config import AgentConfig
+from edge_agent.engine import STALE_REASON, PlantEngine
+from edge_agent.eventlog import Event, SampleLine, StartLine, TickLine, read_events
+from edge_agent.recompute import periods, replay
+from edge_agent.runtime import Agent
+from edgeproof.cli import main
+from edgeproof.clock import ClockSpec, ScaledClock
+from edgeproof.contract import MachineKpi, SiteKpi, parse_sequenced
+from edgeproof.demo import agent_config_for
+from edgeproof.indicators import TimeElements, total
+from edgeproof.netutil import free_port, free_port_block
+
+SPEED = 600.0  # plant seconds per wall second: a 5-minute bucket closes every 0.5 s
+RUN_PLANT_S = 75 * 60
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path, AgentConfig]]:
+    """The post-retrofit demo plant served by the real simulator, watched by the real agent in-process."""
+    out = tmp_path_factory.mktemp("recompute")
+    port_base = free_port_block(12)
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "simulators", "--phase", "post", "--port-base", str(port_base), "--speed", str(SPEED)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert sim.stdout is not None
+        ready = json.loads(sim.stdout.readline())
+        clock = ClockSpec.model_validate(ready["clock"]).build()
+        assert isinstance(clock, ScaledClock)
+        raw = agent_config_for("post", port_base, free_port(), out / "agent")  # nothing listens on the MQTT port
+        raw["agent"]["event_log"] = str(out / "events.jsonl")
+        raw["kpi"]["bucket_minutes"] = 5
+        config_path = out / "agent.yaml"
+        config_path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+        config = AgentConfig.model_validate(raw)
+        agent = Agent(config, clock)
+
+        async def run() -> None:
+            stop = asyncio.Event()
+            asyncio.get_running_loop().call_later(RUN_PLANT_S / SPEED, stop.set)
+            await agent.run(stop, drain_timeout_s=0.1)
+
+        asyncio.run(run())
+    finally:
+        sim.terminate()
+        sim.wait(20)
+    yield out / "events.jsonl", out / "agent" / "outbox.sqlite", config
+
+
+def outbox_messages(path: Path) -> list[Any]:
+    db = sqlite3.connect(path)
+    try:
+        return [parse_sequenced(p) for (p,) in db.execute("SELECT payload FROM outbox ORDER BY seq")]
+    finally:
+        db.close()
+
+
+def test_replay_reproduces_every_bucket_the_agent_published_exactly(recorded: tuple[Path, Path, AgentConfig]) -> None:
+    events, outbox, config = recorded
+    published = outbox_messages(outbox)
+    agent_kpis = {(m.machine_id, m.bucket_start): m for m in published if isinstance(m, MachineKpi)}
+    agent_sites = {m.bucket_start: m for m in published if isinstance(m, SiteKpi)}
+    result = replay(config, read_events(events))
+    replayed = {(m, b.start): b for m, buckets in result.buckets.items() for b in buckets}
+
+    assert len(agent_kpis) >= 10 * len(config.machines)  # 75 plant minutes of 5-minute buckets, every machine
+    assert set(replayed) == set(agent_kpis)
+    for key, message in agent_kpis.items():
+        assert replayed[key].end == message.bucket_end
+        # the wire form went through JSON; so does the replayed one: equal means equal to the last bit
+        assert TimeElements.model_validate_json(replayed[key].elements.model_dump_json()) == message.elements, key
+    # the data really moved: parts were counted, machines ran and stood, the start was not observed
+    summed = total(m.elements for m in agent_kpis.values())
+    assert summed.pq > 0 and summed.apt_s > 0 and summed.idle_s + summed.fault_s + summed.setup_s > 0
+    assert summed.observed_s < summed.window_s  # the first bucket is accounted from before the first sample
+
+    by_bucket = periods(config, result, "bucket", datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+    assert {p.start for p in by_bucket} == set(agent_sites)
+    for p in by_bucket:
+        assert p.site.site_ratios == agent_sites[p.start].ratios
+
+
+def test_periods_add_elements_and_never_average_ratios(recorded: tuple[Path, Path, AgentConfig]) -> None:
+    events, _, config = recorded
+    result = replay(config, read_events(events))
+    starts = sorted({b.start for bs in result.buckets.values() for b in bs})
+    start, end = starts[1], starts[-1]  # an inner range: the first and the last bucket stay out
+    (window,) = periods(config, result, "window", start, end)
+    hours = periods(config, result, "hour", start, end)
+    assert window.buckets == len(starts) - 2
+    assert window.window_s == 300.0 * window.buckets
+    for m in window.machines:
+        inside = [b.elements for b in result.buckets[m.machine_id] if start <= b.start and b.end <= end]
+        assert m.elements == total(inside)
+        per_hour = total(next(x for x in h.machines if x.machine_id == m.machine_id).elements for h in hours)
+        assert per_hour.apt_s == pytest.approx(m.elements.apt_s, abs=1e-6) and per_hour.pq == m.elements.pq
+        if m.ratios.availability.value is not None:
+            assert m.ratios.availability.value == m.elements.apt_s / m.elements.observed_pbt_s
+    site = window.site
+    assert site.elements == total(m.elements for m in window.machines)
+    assert site.ratios.oee.value == site.elements.ideal_good_s / site.elements.observed_pbt_s
+    networked = [c for c in site.site_ratios.coverage if c.networked]
+    assert site.site_ratios.networking_rate.numerator == len(networked) == len(config.machines)
+
+
+def test_the_command_prints_the_same_numbers(
+    recorded: tuple[Path, Path, AgentConfig], capsys: pytest.CaptureFixture[str]
+) -> None:
+    events, _, config = recorded
+    config_path = events.parent / "agent.yaml"
+    result = replay(config, read_events(events))
+    first = min(b.start for bs in result.buckets.values() for b in bs)
+    last = max(b.end for bs in result.buckets.values() for b in bs)
+    rc = main(
+        [
+            "kpi",
+            "--config",
+            str(config_path),
+            "--events",
+            str(events),
+            "--from",
+            first.isoformat(),
+            "--to",
+            last.isoformat(),
+            "--by",
+            "shift",
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["warnings"] == [] and doc["replay"]["starts"] == 1 and doc["replay"]["samples"] > 1000
+    expected = periods(config, result, "shift", first, last)
+    assert [p["label"] for p in doc["periods"]] == [p.label for p in expected]
+    assert "day 白班" in {p["shift"] for p in doc["periods"]}
+    for got, want in zip(doc["periods"], expected, strict=True):
+        for gm, wm in zip(got["machines"], want.machines, strict=True):
+            assert TimeElements.model_validate(gm["elements"]) == wm.elements
+            assert gm["ratios"]["oee"]["value"] == wm.ratios.oee.value
+
+
+def test_a_different_configuration_is_flagged(
+    recorded: tuple[Path, Path, AgentConfig], capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    events, _, _ = recorded
+    raw = yaml.safe_load((events.parent / "agent.yaml").read_text(encoding="utf-8"))
+    raw["machines"][0]["ideal_cycle_s"] = 1.0
+    other = tmp_path / "other.yaml"
+    other.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    rc = main(
+        [
+            "kpi",
+            "--config",
+            str(other),
+            "--events",
+            str(events),
+            "--from",
+            "2020-01-01T00:00Z",
+            "--to",
+            "2020-01-02T00:00Z",
+        ]
+    )
+    assert rc == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["periods"] == [] and doc["warnings"][0].startswith("config_differs_from_logged")
+
+
+def one_machine_config() -> AgentConfig:
+    """One machine on one Modbus unit: RUNNING while `run`, parts counted; planned all Monday, UTC."""
+    return AgentConfig.model_validate(
+        {
+            "agent": {"id": "a"},
+            "site": {"firm": {"name": "F"}, "name": "S", "timezone": "UTC"},
+            "machines": [
+                {
+                    "id": "M1",
+                    "name": "m",
+                    "type": "t",
+                    "digital": True,
+                    "device": "plc",
+                    "state_rules": "r",
+                    "counters": {"parts": "parts"},
+                }
+            ],
+            "devices": [
+                {
+                    "id": "plc",
+                    "protocol": "modbus",
+                    "host": "127.0.0.1",
+                    "port": 502,
+                    "poll_interval_s": 1.0,
+                    "timeout_s": 0.5,
+                    "tags": [
+                        {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
+                        {"name": "parts", "area": "input", "address": 0},
+                    ],
+                }
+            ],
+            "state_rules": {
+                "r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}, {"state": "IDLE"}]
+            },
+            "calendar": {"shifts": [{"days": ["mon"], "start": "00:00", "end": "00:00"}]},
+        }
+    )
+
+
+def test_staleness_depends_only_on_sample_times_and_the_evaluation_instant() -> None:
+    config = one_machine_config()
+    t0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
+    engine = PlantEngine(config, speed=10.0)  # lifetime (3 x 1 s + 0.5 s) x 10 = 35 plant seconds
+    engine.start(t0)
+    engine.ingest([Sample("plc", "run", True, True, t0), Sample("plc", "parts", 100, True, t0)])
+    machine = config.machines[0]
+    assert engine.machine_state(machine, t0 + timedelta(seconds=35)) == ("RUNNING", None)
+    assert engine.machine_state(machine, t0 + timedelta(seconds=35, microseconds=1)) == ("UNKNOWN", STALE_REASON)
+    engine.evaluate(t0)
+    engine.evaluate(t0 + timedelta(seconds=30))
+    engine.ingest([Sample("plc", "parts", 112, True, t0 + timedelta(seconds=40))])
+    engine.evaluate(t0 + timedelta(seconds=60))
+    (bucket,) = engine.evaluate(t0 + timedelta(hours=1, minutes=5)).buckets["M1"]  # past the counters' lateness
+    assert (bucket.elements.apt_s, bucket.elements.unknown_s, bucket.elements.pq) == (60.0, 3540.0, 12)
+
+
+def test_the_benchmarks_vectorized_recompute_equals_the_engine_replay() -> None:
+    """bench/kpi_bench.py times a numpy path; it counts only because it gives the replay's numbers exactly."""
+    config = bench_config(machines=6, poll_s=90.0)
+    data = synthesize(machines=6, cycles=3000, poll_s=90.0, seed=3)  # Saturday 00:00 to Tuesday 03:00, local
+    replayed = engine_buckets(config, data)
+    assert vectorized_buckets(config, data) == replayed
+    summed = total(b.elements for bs in replayed.values() for b in bs)
+    # every path of the time accounting was taken: shifts, breaks, a day off, micro-stops, parts
+    assert summed.pot_s == 6 * (2 * 16 * 3600)  # Saturday and Monday: two 8-hour shifts each
+    assert summed.pdot_s == 6 * 2 * 50 * 60  # their breaks: 20 + 30 minutes a day
+    assert summed.micro_stop_s > 0 and summed.idle_s > 0 and summed.fault_s > 0 and summed.setup_s > 0
+    assert summed.running_in_planned_stop_s > 0 and summed.pq > 0
+    assert [p.shift for p in per_shift(config, replayed)][:3] == [None, "early", "late"]
+
+
+def test_a_restart_in_the_log_drops_what_the_old_run_left_open_as_the_agent_did() -> None:
+    config = one_machine_config()
+    t0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+    def run_line(minutes: int, value: bool) -> list[Event]:
+        at = t0 + timedelta(minutes=minutes)
+        return [SampleLine(device="plc", tag="run", value=value, good=True, at=at), TickLine(tick=at)]
+
+    def start(minutes: int, boot: str) -> StartLine:
+        return StartLine(start=t0 + timedelta(minutes=minutes), boot_id=boot, speed=1.0, config_sha256="x")
+
+    log: list[Event] = [start(0, "a"), *run_line(0, True), *run_line(30, True)]  # first run: RUNNING, then gone
+    log += [start(40, "b"), *run_line(40, True), *run_line(50, False), *run_line(65, False)]
+    (bucket,) = replay(config, log).buckets["M1"]
+    # 08:00-08:40 was never published by the first run; the second accounts it as UNKNOWN
+    assert (bucket.start, bucket.elements.unknown_s, bucket.elements.apt_s, bucket.elements.idle_s) == (
+        t0,
+        2400.0,
+        600.0,
+        600.0,
+    )
