@@ -18,7 +18,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "sim": ("simulators.cli", "add_arguments", "run", "serve the simulated plant over Modbus TCP and OPC UA"),
     "agent": ("edge_agent.cli", "add_arguments", "run", "run the edge agent on a configuration file"),
     "read": ("edge_agent.read", "add_arguments", "run", "read every configured tag once, print JSON lines"),
-    "probe": ("connectors.probe", "add_arguments", "run", "commissioning: read raw registers, show interpretations"),
+    "probe": ("connectors.probe", "add_arguments", "run", "commissioning: decode Modbus registers, browse OPC UA"),
     "ingest": ("cloud_ingest.cli", "add_ingest_arguments", "run_ingest", "run the cloud ingest (MQTT → SQLite)"),
     "report": ("cloud_ingest.cli", "add_report_arguments", "run_report", "build before/after evidence from a store"),
     "kpi": ("edge_agent.recompute", "add_arguments", "run", "recompute every indicator from an agent's event log"),
