@@ -1,4 +1,4 @@
-"""Helpers the benchmarks share: a private MQTT broker and the CPU time of helper processes."""
+"""Helpers the benchmarks share: a private MQTT broker, the CPU time of helper processes, the agent's configuration."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 from edgeproof.netutil import free_port, wait_port
 
@@ -45,3 +46,32 @@ def process_cpu_s(pids: list[int]) -> float | None:
         fields = stat[stat.rindex(")") + 2 :].split()
         total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
     return total
+
+
+def bench_agent_config(
+    data_dir: Path, mqtt_port: int, machines: list[dict[str, Any]], devices: list[dict[str, Any]], rules: list[Any]
+) -> Any:
+    """An agent configuration around the benchmark's machines: one process, rule set "bench", always in shift."""
+    from edge_agent.config import AgentConfig
+
+    return AgentConfig.model_validate(
+        {
+            "agent": {"id": "bench-agent", "data_dir": str(data_dir)},
+            "site": {"firm": {"name": "Benchmark Co."}, "name": "bench", "timezone": "UTC"},
+            "processes": [{"id": "bench", "name": "bench", "key": True}],
+            "machines": machines,
+            "devices": devices,
+            "state_rules": {"bench": rules},
+            "calendar": {
+                "shifts": [
+                    {
+                        "name": "all day",
+                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                        "start": "00:00",
+                        "end": "00:00",
+                    }
+                ]
+            },
+            "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
+        }
+    )

@@ -39,7 +39,7 @@ if str(ROOT) not in sys.path:  # run as `python bench/modbus_bench.py` from a ch
     sys.path.insert(0, str(ROOT))
 
 import pymodbus  # noqa: E402
-from _common import Broker, process_cpu_s  # noqa: E402
+from _common import Broker, bench_agent_config, process_cpu_s  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
 
 from connectors.modbus.codec import encode_number  # noqa: E402
@@ -313,8 +313,6 @@ def _window_s(seconds: float, interval_s: float) -> float:
 def agent_config(
     images: list[DeviceImage], ports: dict[int, int], interval_s: float, data_dir: Path, mqtt_port: int
 ) -> Any:
-    from edge_agent.config import AgentConfig
-
     names = {t["name"] for t in images[0].tags}
     rules = []
     if "fault" in names:
@@ -339,27 +337,8 @@ def agent_config(
         }
         for im in images
     ]
-    return AgentConfig.model_validate(
-        {
-            "agent": {"id": "bench-agent", "data_dir": str(data_dir)},
-            "site": {"firm": {"name": "Benchmark Co."}, "name": "bench", "timezone": "UTC"},
-            "processes": [{"id": "bench", "name": "bench", "key": True}],
-            "machines": machines,
-            "devices": [device_config(im, ports[im.index], interval_s) for im in images],
-            "state_rules": {"bench": rules},
-            "calendar": {
-                "shifts": [
-                    {
-                        "name": "all day",
-                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                        "start": "00:00",
-                        "end": "00:00",
-                    }
-                ]
-            },
-            "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
-        }
-    )
+    devices = [device_config(im, ports[im.index], interval_s) for im in images]
+    return bench_agent_config(data_dir, mqtt_port, machines, devices, rules)
 
 
 async def run_agent(

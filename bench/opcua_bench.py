@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/opcua_bench.py` from a checkout
     sys.path.insert(0, str(ROOT))
 
-from _common import Broker, process_cpu_s  # noqa: E402
+from _common import Broker, bench_agent_config, process_cpu_s  # noqa: E402
 from asyncua import Client, Node, Server, ua  # noqa: E402
 
 from edgeproof.netutil import free_port  # noqa: E402
@@ -214,57 +214,29 @@ class Window:
 
 
 def agent_config(url: str, items: int, data_dir: Path, mqtt_port: int) -> Any:
-    from edge_agent.config import AgentConfig
-
-    return AgentConfig.model_validate(
-        {
-            "agent": {"id": "bench-agent", "data_dir": str(data_dir)},
-            "site": {"firm": {"name": "Benchmark Co."}, "name": "bench", "timezone": "UTC"},
-            "processes": [{"id": "bench", "name": "bench", "key": True}],
-            "machines": [
-                {
-                    "id": "M000",
-                    "name": "bench CNC",
-                    "type": "cnc_mill",
-                    "process": "bench",
-                    "digital": True,
-                    "nc_capable": True,
-                    "ideal_cycle_s": 1.0,
-                    "device": DEVICE,
-                    "state_rules": "bench",
-                    "counters": {"parts": "parts", "bits": 32},
-                }
-            ],
-            "devices": [
-                {
-                    "id": DEVICE,
-                    "protocol": "opcua",
-                    "url": url,
-                    "acquisition": "subscription",
-                    "publishing_interval_s": PUBLISHING_MS / 1000,
-                    "queue_size": 1,
-                    "tags": [{"name": name, "node": nid} for name, nid in node_ids(items).items()],
-                }
-            ],
-            "state_rules": {
-                "bench": [
-                    {"state": "RUNNING", "when": {"all": [{"tag": "run", "op": "eq", "value": True}]}},
-                    {"state": "IDLE"},
-                ]
-            },
-            "calendar": {
-                "shifts": [
-                    {
-                        "name": "all day",
-                        "days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
-                        "start": "00:00",
-                        "end": "00:00",
-                    }
-                ]
-            },
-            "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
-        }
-    )
+    machine = {
+        "id": "M000",
+        "name": "bench CNC",
+        "type": "cnc_mill",
+        "process": "bench",
+        "digital": True,
+        "nc_capable": True,
+        "ideal_cycle_s": 1.0,
+        "device": DEVICE,
+        "state_rules": "bench",
+        "counters": {"parts": "parts", "bits": 32},
+    }
+    device = {
+        "id": DEVICE,
+        "protocol": "opcua",
+        "url": url,
+        "acquisition": "subscription",
+        "publishing_interval_s": PUBLISHING_MS / 1000,
+        "queue_size": 1,
+        "tags": [{"name": name, "node": nid} for name, nid in node_ids(items).items()],
+    }
+    rules = [{"state": "RUNNING", "when": {"all": [{"tag": "run", "op": "eq", "value": True}]}}, {"state": "IDLE"}]
+    return bench_agent_config(data_dir, mqtt_port, [machine], [device], rules)
 
 
 async def run_agent(
