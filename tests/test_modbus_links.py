@@ -211,3 +211,37 @@ def test_rtu_over_a_serial_line(serial_pair: tuple[str, str]) -> None:
         await server.shutdown()
 
     asyncio.run(scenario())
+
+
+def test_read_answers_keep_their_bytes_and_describe_themselves_briefly() -> None:
+    from connectors.modbus.link import Answer
+    from connectors.modbus.responses import Coils, HoldingRegisters, InputRegisters
+
+    answer = HoldingRegisters()
+    answer.decode(bytes([6, 0x12, 0x34, 0xAB, 0xCD, 0x00, 0x01]))
+    assert answer.raw == bytes([0x12, 0x34, 0xAB, 0xCD, 0x00, 0x01])
+    assert Answer(answer.raw, 3, False).words() == [0x1234, 0xABCD, 1]
+    assert str(answer) == "HoldingRegisters"  # never every register as text, on every response
+    odd = InputRegisters()
+    odd.decode(bytes([3, 0x00, 0x07, 0x09]))  # a garbled byte count: a short answer, not a crash
+    assert odd.raw == b"\x00\x07"
+    bits = Coils()
+    bits.decode(bytes([2, 0b0000_0101, 0b1000_0000]))
+    assert Answer(bits.raw, 16, True).words() == [1, 0, 1] + [0] * 12 + [1]
+    assert Answer(bits.raw, 3, True).words() == [1, 0, 1]
+
+
+def test_a_link_hands_over_each_answer_as_received() -> None:
+    async def main(port: int) -> None:
+        link = ModbusLink(ModbusDeviceConfig.model_validate(device_config(1, port)))
+        try:
+            registers = await link.read_answer(1, "holding", 0, 4)
+            words = await link.read(1, "holding", 0, 4)
+            bits = await link.read(1, "coil", 0, 3)
+        finally:
+            link.close()
+        assert registers.raw == b"".join(w.to_bytes(2, "big") for w in words)
+        assert (registers.count, len(registers.raw), len(bits)) == (4, 8, 3)
+
+    with MisbehavingServer({1: "ok"}).running() as server:
+        asyncio.run(main(server.port))

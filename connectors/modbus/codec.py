@@ -103,6 +103,13 @@ def decode_bit(word: int, bit: int) -> bool:
     return bool((word >> bit) & 1)
 
 
+def compile_bit_decoder(word_offset: int, bit: int) -> Callable[[bytes], bool]:
+    """Bit `bit` (0 = least significant) of the register at `word_offset` in a read's raw bytes."""
+    index = 2 * word_offset + (0 if bit >= 8 else 1)  # big-endian: the high byte travels first
+    mask = 1 << (bit % 8)
+    return lambda raw: bool(raw[index] & mask)
+
+
 def compile_number_decoder(data_type: DataType, order: ByteOrder, word_offset: int) -> Callable[[bytes], int | float]:
     """A fast decoder of one value at `word_offset` inside a read's raw big-endian register bytes.
 

@@ -10,10 +10,8 @@ refuses those too, is polled with one request per tag.
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Callable
 from datetime import datetime
-from functools import cache
 from typing import NamedTuple
 
 from connectors.backoff import Backoff
@@ -21,31 +19,26 @@ from connectors.modbus.codec import (
     NUMERIC_TYPES,
     DecodeError,
     NumberField,
+    compile_bit_decoder,
     compile_block_decoder,
     compile_number_decoder,
-    decode_bit,
-    decode_number,
     decode_string,
 )
 from connectors.modbus.config import BIT_AREAS, ModbusDeviceConfig, ModbusTag
-from connectors.modbus.link import ModbusLink, ModbusRefused, NoAnswer
+from connectors.modbus.link import Answer, ModbusLink, ModbusRefused, NoAnswer
 from connectors.modbus.planner import PollGroup, Read, plan
+from connectors.modbus.responses import registers_format
 from connectors.sample import Sample, Value
 
 log = logging.getLogger(__name__)
+new = tuple.__new__
 _ADDRESS_ERRORS = (2, 3)
-TagDecoder = Callable[[list[int], bytes], Value]
-
-
-@cache
-def _registers(count: int) -> struct.Struct:
-    """Packs `count` registers back into the big-endian bytes they came as."""
-    return struct.Struct(f">{count}H")
+TagDecoder = Callable[[bytes], Value]  # a read's raw answer -> one tag's value
 
 
 class CompiledRead(NamedTuple):
     names: list[str]  # tags decoded together by `block`, in its output order
-    block: Callable[[list[int], bytes], list[Value]]  # (registers, raw bytes) -> their values
+    block: Callable[[bytes], list[Value]]  # raw answer -> their values
     scaled: list[tuple[int, float, float]]  # (index into names, scale, offset) to apply
     rest: list[tuple[str, TagDecoder]]  # tags decoded one by one (strings, bits, word-swapped numbers)
 
@@ -65,34 +58,39 @@ class ModbusDevice:
         self._backoff = Backoff(initial_s=min(1.0, config.backoff_max_s), maximum_s=config.backoff_max_s)
 
     def decode(self, tag: ModbusTag, words: list[int]) -> Value:
-        if tag.area in ("coil", "discrete"):
+        """One tag's value from its own registers (or bit), by the decoder its polls use."""
+        if tag.area in BIT_AREAS:
             return bool(words[0])
-        if tag.type == "bool":
-            assert tag.bit is not None
-            return decode_bit(words[0], tag.bit)
-        if tag.type == "string":
-            return decode_string(words, tag.string_order, tag.encoding)
-        raw = decode_number(words, tag.type, self.config.tag_order(tag))
-        return raw if tag.scale == 1.0 and tag.offset == 0.0 else raw * tag.scale + tag.offset
+        if len(words) != tag.width:
+            raise DecodeError(f"{tag.type} takes {tag.width} registers, got {len(words)}")
+        return self._tag_decoder(tag, 0)(registers_format(len(words)).pack(*words))
 
     def _tag_decoder(self, tag: ModbusTag, offset: int) -> TagDecoder:
-        """Decoder of one tag of a read, taking (registers, raw bytes); numbers precompiled."""
-        if tag.area in ("holding", "input") and tag.type in NUMERIC_TYPES:
+        """Decoder of one tag of a register read, worked out once per plan."""
+        if tag.type == "bool":
+            assert tag.bit is not None
+            return compile_bit_decoder(offset, tag.bit)
+        if tag.type in NUMERIC_TYPES:
             number = compile_number_decoder(tag.type, self.config.tag_order(tag), offset)
             if tag.scale == 1.0 and tag.offset == 0.0:
-                return lambda words, raw: number(raw)
+                return number
             scale, shift = tag.scale, tag.offset
-            return lambda words, raw: number(raw) * scale + shift
-        end = offset + tag.width
-        return lambda words, raw: self.decode(tag, words[offset:end])
+            return lambda raw: number(raw) * scale + shift
+        words, start = registers_format(tag.width), 2 * offset
+        order, encoding = tag.string_order, tag.encoding
+        return lambda raw: decode_string(list(words.unpack_from(raw, start)), order, encoding)
 
     def _compile(self, read: Read) -> CompiledRead:
         """How to turn one read's answer into values: bits picked by offset; numbers that one
         struct format can express decoded together; every other tag by its own decoder."""
         offsets = [self.config.protocol_address(t) - read.start for t in read.tags]
         if read.area in BIT_AREAS:
-            names = [t.name for t in read.tags]
-            return CompiledRead(names, lambda words, raw: [bool(words[o]) for o in offsets], [], [])
+
+            def bits(raw: bytes) -> list[Value]:
+                flags = int.from_bytes(raw, "little")
+                return [bool(flags >> o & 1) for o in offsets]
+
+            return CompiledRead([t.name for t in read.tags], bits, [], [])
         numbers: list[NumberField] = [
             (t.type, self.config.tag_order(t), o) if t.type in NUMERIC_TYPES else ("string", "ABCD", o)
             for t, o in zip(read.tags, offsets, strict=True)
@@ -102,24 +100,28 @@ class ModbusDevice:
         scaled = [(k, t.scale, t.offset) for k, t in enumerate(tags) if t.scale != 1.0 or t.offset != 0.0]
         left = set(range(len(read.tags))) - set(taken)
         rest = [(read.tags[i].name, self._tag_decoder(read.tags[i], offsets[i])) for i in sorted(left)]
-        return CompiledRead([t.name for t in tags], lambda words, raw: block(raw), scaled, rest)
+        return CompiledRead([t.name for t in tags], block, scaled, rest)
 
     def _replan(self) -> None:
         self.groups = plan(self.config, self.per_tag, self.max_gap)
         self._current = {g.interval_s: g for g in self.groups}
         self._compiled = {id(r): self._compile(r) for g in self.groups for r in g.reads}
 
-    def _samples(self, read: Read, words: list[int], now: datetime) -> list[Sample]:
+    def _samples(self, read: Read, answer: Answer, now: datetime) -> list[Sample]:
         compiled = self._compiled.get(id(read)) or self._compile(read)
-        raw = _registers(len(words)).pack(*words) if read.area in ("holding", "input") else b""
-        values = compiled.block(words, raw)
+        raw = answer.raw
+        values = compiled.block(raw)
         for k, scale, shift in compiled.scaled:
             values[k] = values[k] * scale + shift
         device = self.id
-        out = [Sample(device, name, value, True, now) for name, value in zip(compiled.names, values, strict=True)]
+        # tuple.__new__ with every field skips the NamedTuple constructor's Python frame: one per tag
+        out = [
+            new(Sample, (device, name, value, True, now, None, None))
+            for name, value in zip(compiled.names, values, strict=True)
+        ]
         for name, decode in compiled.rest:
             try:
-                out.append(Sample(device, name, decode(words, raw), True, now))
+                out.append(new(Sample, (device, name, decode(raw), True, now, None, None)))
             except DecodeError as e:
                 out.append(Sample.bad(device, name, now, f"decode: {e}"))
         return out
@@ -131,7 +133,7 @@ class ModbusDevice:
         samples: list[Sample] = []
         for i, read in enumerate(group.reads):
             try:
-                words = await self.link.read(self.config.unit, read.area, read.start, read.count)
+                answer = await self.link.read_answer(self.config.unit, read.area, read.start, read.count)
             except ModbusRefused as e:
                 if e.code in _ADDRESS_ERRORS and len(read.tags) > 1 and not self.per_tag:
                     self._plan_smaller_reads(read)
@@ -143,7 +145,7 @@ class ModbusDevice:
                 continue
             except NoAnswer as e:
                 return samples + self._give_up(group.reads[i:], now_fn(), f"no answer: {e}")
-            samples += self._samples(read, words, now_fn())
+            samples += self._samples(read, answer, now_fn())
         self._backoff.succeeded()
         return samples
 
@@ -166,8 +168,8 @@ class ModbusDevice:
         for tag in read.tags:
             single = Read(read.area, self.config.protocol_address(tag), tag.width, (tag,))
             try:
-                words = await self.link.read(self.config.unit, single.area, single.start, single.count)
-                out += self._samples(single, words, now_fn())
+                answer = await self.link.read_answer(self.config.unit, single.area, single.start, single.count)
+                out += self._samples(single, answer, now_fn())
             except (ModbusRefused, NoAnswer) as e:
                 out.append(Sample.bad(self.id, tag.name, now_fn(), str(e)))
         return out

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import NamedTuple
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
@@ -16,6 +17,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ExceptionResponse
 
 from connectors.modbus.config import Area, ModbusDeviceConfig
+from connectors.modbus.responses import READ_RESPONSES, bits_of, registers_format
 
 EXCEPTION_NAMES = {
     1: "illegal function",
@@ -46,6 +48,20 @@ class NoAnswer(Exception):
     """Timeout, broken connection or a frame that could not be decoded."""
 
 
+class Answer(NamedTuple):
+    """One read's data bytes as received: registers big-endian, or bits least significant first."""
+
+    raw: bytes
+    count: int
+    bits: bool
+
+    def words(self) -> list[int]:
+        """The registers, or the bits as 0/1."""
+        if self.bits:
+            return bits_of(self.raw, self.count)
+        return list(registers_format(self.count).unpack(self.raw))
+
+
 class ModbusLink:
     def __init__(self, settings: ModbusDeviceConfig) -> None:
         self.settings = settings
@@ -56,6 +72,12 @@ class ModbusLink:
         self.requests = 0
 
     def _new_client(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
+        client = self._client_for_transport()
+        for response in READ_RESPONSES:
+            client.register(response)
+        return client
+
+    def _client_for_transport(self) -> AsyncModbusTcpClient | AsyncModbusSerialClient:
         s = self.settings
         common = {"timeout": s.timeout_s, "retries": s.retries, "reconnect_delay": 0}
         if s.transport == "rtu":
@@ -86,6 +108,10 @@ class ModbusLink:
 
     async def read(self, unit: int, area: Area, start: int, count: int) -> list[int]:
         """Registers (or bits as 0/1) of one read; raises ModbusRefused or NoAnswer."""
+        return (await self.read_answer(unit, area, start, count)).words()
+
+    async def read_answer(self, unit: int, area: Area, start: int, count: int) -> Answer:
+        """One read's answer, undecoded; raises ModbusRefused or NoAnswer."""
         async with self._lock:
             wait = self.settings.request_delay_s - (time.monotonic() - self._last_request)
             if wait > 0:
@@ -113,10 +139,12 @@ class ModbusLink:
                 self._last_request = time.monotonic()
         if isinstance(rr, ExceptionResponse) or rr.isError():
             raise ModbusRefused(int(getattr(rr, "exception_code", 4)))
-        values = rr.registers if area in ("holding", "input") else [int(b) for b in rr.bits]
-        if len(values) < count:
-            raise NoAnswer(f"short response: {len(values)} of {count}")
-        return list(values[:count])
+        bits = area in ("coil", "discrete")
+        raw: bytes = getattr(rr, "raw", b"")  # our registered responses keep the bytes (responses.py)
+        have = 8 * len(raw) if bits else len(raw) // 2
+        if have < count:
+            raise NoAnswer(f"short response: {have} of {count}")
+        return Answer(raw if bits else raw[: 2 * count], count, bits)
 
     def close(self) -> None:
         if self._client is not None:
