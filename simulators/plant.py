@@ -17,10 +17,10 @@ from enum import StrEnum
 
 import numpy as np
 
-from simulators.scenario import Machine, Phase, Scenario
+from simulators.scenario import Machine, MicroStops, Phase, Scenario
 from simulators.shifts import Plan, Segment, calendar_segments, epoch
 
-MIN_STATE_S = 60  # no state lasts less than this (plant seconds), except inside a shorter calendar gap
+MIN_STATE_S = 60  # no state but a micro-stop lasts less than this (plant seconds), except in a shorter calendar gap
 FAULT_CODES = (101, 102, 103, 104, 105)
 STANDBY_SHARE = 0.25  # power drawn in shift while not running, as a share of rated power
 POWER_NOISE = 0.02  # relative standard deviation of the power noise
@@ -30,6 +30,7 @@ NOISE_STEP_S = 60  # the noise changes once per plant minute
 class State(StrEnum):
     RUNNING = "RUNNING"
     IDLE = "IDLE"
+    MICRO_STOP = "MICRO_STOP"
     SETUP = "SETUP"
     FAULT = "FAULT"
     PLANNED_STOP = "PLANNED_STOP"
@@ -37,6 +38,8 @@ class State(StrEnum):
 
 
 _STOPS = (State.IDLE, State.SETUP, State.FAULT)
+# A micro-stop has no signal of its own: the machine is simply not running, as in an unreasoned IDLE.
+SERVED_AS: dict[State, State] = {State.MICRO_STOP: State.IDLE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,8 @@ class Snapshot:
 
     @property
     def state(self) -> State:
-        return self.interval.state
+        """The state as the served signals show it (a micro-stop looks like IDLE); the truth is interval.state."""
+        return SERVED_AS.get(self.interval.state, self.interval.state)
 
 
 def machine_seed(seed: int, machine_id: str, phase: str) -> np.random.SeedSequence:
@@ -111,6 +115,33 @@ def _timeline(machine: Machine, phase: Phase, segments: list[Segment], rng: np.r
     return out
 
 
+def _with_micro_stops(intervals: list[Interval], micro: MicroStops, rng: np.random.Generator) -> list[Interval]:
+    """Cut micro-stops into the RUNNING intervals, from a stream of their own.
+
+    In each RUNNING interval, after MIN_STATE_S of running the next micro-stop starts an
+    exponential gap (mean 1 / probability minutes) later; it is dropped, and the interval keeps
+    running to its end, when it would leave less than MIN_STATE_S of running after it. So every
+    running stretch, on both sides of every micro-stop, lasts at least MIN_STATE_S.
+    """
+    mean_gap_s = 60 / micro.probability
+    out: list[Interval] = []
+    for iv in intervals:
+        if iv.state is not State.RUNNING:
+            out.append(iv)
+            continue
+        t = iv.start  # start of the running stretch not yet emitted
+        while True:
+            start = t + MIN_STATE_S + round(float(rng.exponential(mean_gap_s)))
+            duration = min(micro.max_s, max(micro.min_s, round(float(rng.exponential(micro.mean_s)))))
+            if iv.end - (start + duration) < MIN_STATE_S:
+                break
+            out.append(Interval(t, start, State.RUNNING, 0, iv.program))
+            out.append(Interval(start, start + duration, State.MICRO_STOP, 0, iv.program))
+            t = start + duration
+        out.append(Interval(t, iv.end, State.RUNNING, 0, iv.program))
+    return out
+
+
 class MachinePlant:
     """One machine in one phase over the model horizon (the phase window widened by lead and tail).
 
@@ -125,8 +156,12 @@ class MachinePlant:
         h0, h1 = scenario.horizon(phase)
         self.start, self.end = epoch(h0), epoch(h1)
         self.segments = calendar_segments(scenario.calendar, scenario.tz, h0, h1)
-        timeline_ss, scrap_ss, noise_ss = machine_seed(scenario.seed, machine_id, phase).spawn(3)
-        self.intervals = _timeline(self.machine, self.phase, self.segments, np.random.default_rng(timeline_ss))
+        # A fourth stream for micro-stops: the first three (and so a scenario without micro-stops) are unchanged.
+        timeline_ss, scrap_ss, noise_ss, micro_ss = machine_seed(scenario.seed, machine_id, phase).spawn(4)
+        intervals = _timeline(self.machine, self.phase, self.segments, np.random.default_rng(timeline_ss))
+        if self.machine.stops.micro is not None:
+            intervals = _with_micro_stops(intervals, self.machine.stops.micro, np.random.default_rng(micro_ss))
+        self.intervals = intervals
         self._starts = [iv.start for iv in self.intervals]
         run_before, acc = [], 0
         for iv in self.intervals:

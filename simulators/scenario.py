@@ -80,10 +80,32 @@ class StopKind(_Strict):
     mean_min: float = Field(gt=0, description="mean duration in minutes (exponential)")
 
 
+class MicroStops(_Strict):
+    """Short unreasoned stops inside running stretches (the machine simply stops, no fault, no setup).
+
+    Keep `max_s` below the agent's micro-stop threshold (edge_agent kpi.micro_stop_s, default
+    120 s), or the agent sees an IDLE stop where the truth has a micro-stop.
+    """
+
+    probability: float = Field(
+        gt=0, le=1, description="micro-stops per minute of running (a Poisson rate), after 60 s of running"
+    )
+    mean_s: float = Field(gt=0, description="mean duration in plant seconds (exponential, then clipped)")
+    min_s: int = Field(default=10, ge=1, description="shortest micro-stop, plant seconds")
+    max_s: int = Field(ge=1, description="longest micro-stop, plant seconds")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MicroStops:
+        if self.max_s < self.min_s:
+            raise ValueError("micro max_s must be at least min_s")
+        return self
+
+
 class StopMix(_Strict):
     idle: StopKind
     setup: StopKind
     fault: StopKind
+    micro: MicroStops | None = Field(default=None, description="optional micro-stops inside running stretches")
 
 
 class Identification(_Strict):

@@ -79,6 +79,7 @@ def machine_truth(plant: MachinePlant, start: datetime, end: datetime, exposed: 
         apt_s=states_s[State.RUNNING],  # the model only runs inside planned busy time
         setup_s=states_s[State.SETUP],
         idle_s=states_s[State.IDLE],
+        micro_stop_s=states_s[State.MICRO_STOP],  # an availability loss, as the agent books it by default (ISO)
         fault_s=states_s[State.FAULT],
         unknown_s=0.0,
         pq=pq,

@@ -60,6 +60,7 @@ def simulated(state: State) -> dict[str, Any]:
 EXPECTED = {
     State.RUNNING: ("RUNNING", None),
     State.IDLE: ("IDLE", None),
+    State.MICRO_STOP: ("IDLE", None),  # served like IDLE; the agent calls it a micro-stop by its length
     State.SETUP: ("SETUP", None),
     State.FAULT: ("FAULT", "104"),
     State.PLANNED_STOP: ("IDLE", None),

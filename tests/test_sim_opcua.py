@@ -24,6 +24,7 @@ CNCS = ["CNC-01", "CNC-02"]
 EXPECTED = {
     State.RUNNING: (1, 3, 1, True, 1, 2),
     State.IDLE: (1, 2, 2, False, 0, 2),
+    State.MICRO_STOP: (1, 2, 2, False, 0, 2),  # served exactly like IDLE
     State.PLANNED_STOP: (1, 2, 2, False, 0, 2),
     State.SETUP: (2, 2, 3, False, 0, 0),
     State.FAULT: (1, 1, 4, False, 4, 2),

@@ -9,14 +9,17 @@ from itertools import pairwise
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edgeproof.clock import ClockSpec
 from edgeproof.configfile import ConfigError
-from simulators.plant import MIN_STATE_S, MachinePlant, State, build_plant
-from simulators.scenario import Calendar, Scenario, demo_scenario_path, load_scenario
+from simulators.modbus_server import io_discrete_inputs, plc_discrete_inputs, plc_holding
+from simulators.opcua_server import cnc_values
+from simulators.plant import MIN_STATE_S, Interval, MachinePlant, State, build_plant, machine_seed
+from simulators.scenario import Calendar, MicroStops, Scenario, demo_scenario_path, load_scenario
 from simulators.shifts import Plan, Segment, calendar_segments, epoch
 from simulators.truth import build_truth, write_truth
 
@@ -139,9 +142,18 @@ def _check_plant_invariants(plant: MachinePlant) -> None:
         elif seg.plan is Plan.OFF:
             assert [(iv.start, iv.end, iv.state) for iv in inside] == [(seg.start, seg.end, State.NOT_SCHEDULED)]
         else:
-            assert {iv.state for iv in inside} <= {State.RUNNING, State.IDLE, State.SETUP, State.FAULT}
+            states = {State.RUNNING, State.IDLE, State.MICRO_STOP, State.SETUP, State.FAULT}
+            assert {iv.state for iv in inside} <= states
             assert inside[0].state is State.RUNNING
-            assert all(iv.end - iv.start >= MIN_STATE_S for iv in inside)
+            assert all(iv.end - iv.start >= MIN_STATE_S for iv in inside if iv.state is not State.MICRO_STOP)
+    micro = plant.machine.stops.micro
+    for i, iv in enumerate(ivs):
+        if iv.state is State.MICRO_STOP:
+            # inside a running stretch, with at least MIN_STATE_S of running on both sides
+            assert micro is not None and micro.min_s <= iv.duration_s <= micro.max_s
+            before, after = ivs[i - 1], ivs[i + 1]
+            assert before.state is after.state is State.RUNNING and before.program == iv.program == after.program
+            assert min(before.duration_s, after.duration_s) >= MIN_STATE_S
     for a, b in pairwise(ivs):
         # The program changes only when a setup ends, to the next one in the list.
         if a.program != b.program:
@@ -223,6 +235,7 @@ def test_truth_is_consistent_with_the_model(phase: str) -> None:
         assert (e.setup_s, e.idle_s, e.fault_s) == (
             m.states_s[State.SETUP], m.states_s[State.IDLE], m.states_s[State.FAULT]
         )  # fmt: skip
+        assert e.micro_stop_s == m.states_s[State.MICRO_STOP] == 0  # the demo plant has no micro-stops
         assert m.pq == plants[mid].parts_at(w.end) - plants[mid].parts_at(w.start) > 0
         assert m.sq == plants[mid].scrap_at(w.end) - plants[mid].scrap_at(w.start) >= 0
         assert e.ideal_run_s == m.ideal_cycle_s * m.pq
@@ -286,3 +299,139 @@ def test_unknown_exposed_machine_is_rejected(tmp_path: Path) -> None:
     path, _ = _write_variant(tmp_path, "exposed: [CNC-01, CNC-02, PLC-01]", "exposed: [CNC-01, CNC-99]")
     with pytest.raises(ConfigError, match=r"exposed lists unknown machines \['CNC-99'\]"):
         load_scenario(path)
+
+
+# --- micro-stops -----------------------------------------------------------------------------
+MICRO = MicroStops(probability=0.1, mean_s=40, min_s=20, max_s=90)
+
+
+def _with_micro(scenario: Scenario, micro: MicroStops = MICRO, **machine: object) -> Scenario:
+    machines = [
+        m.model_copy(update={"stops": m.stops.model_copy(update={"micro": micro}), **machine})
+        for m in scenario.machines
+    ]
+    return scenario.model_copy(update={"machines": machines})
+
+
+def _without_micro_stops(intervals: list[Interval]) -> list[tuple[int, int, State, int, str]]:
+    """The timeline with each micro-stop given back to the running stretch around it."""
+    out: list[tuple[int, int, State, int, str]] = []
+    for iv in intervals:
+        state = State.RUNNING if iv.state is State.MICRO_STOP else iv.state
+        if out and out[-1][2] is State.RUNNING and state is State.RUNNING:
+            out[-1] = (out[-1][0], iv.end, state, 0, iv.program)
+        else:
+            out.append((iv.start, iv.end, state, iv.fault_code, iv.program))
+    return out
+
+
+@pytest.mark.parametrize("phase", ["baseline", "post"])
+def test_micro_stops_only_cut_running_stretches(phase: str) -> None:
+    base = _timelines(SCENARIO, phase)
+    plants = build_plant(_with_micro(SCENARIO), phase)
+    for mid, plant in plants.items():
+        _check_plant_invariants(plant)
+        # Drawn from a stream of their own: everything else is exactly the plant without them.
+        assert _without_micro_stops(plant.intervals) == base[mid], mid
+    micro = [iv for p in plants.values() for iv in p.intervals if iv.state is State.MICRO_STOP]
+    assert len(micro) > 20 and {iv.fault_code for iv in micro} == {0}
+    again = build_plant(_with_micro(load_scenario()), phase)
+    assert {m: p.intervals for m, p in again.items()} == {m: p.intervals for m, p in plants.items()}
+
+
+def test_micro_stop_draws_follow_the_documented_rule() -> None:
+    # A machine that never stops otherwise runs through each busy stretch; micro-stops are then
+    # drawn, per stretch, as: gap ~ exponential(60 / probability s), duration ~ exponential(mean_s)
+    # clipped to [min_s, max_s], starting MIN_STATE_S + gap after the running stretch began.
+    never = {"probability": 0.0, "mean_min": 1.0}
+    stops = {"idle": never, "setup": never, "fault": never}
+    machine = SCENARIO.machine("PLC-01").model_copy(
+        update={"stops": SCENARIO.machine("PLC-01").stops.model_validate({**stops, "micro": MICRO.model_dump()})}
+    )
+    scenario = SCENARIO.model_copy(update={"machines": [machine]})
+    plant = MachinePlant(scenario, "PLC-01", "baseline")
+    rng = np.random.default_rng(machine_seed(scenario.seed, "PLC-01", "baseline").spawn(4)[3])
+    busy = next(seg for seg in plant.segments if seg.plan is Plan.BUSY)  # 06:00-08:00 local, 7200 s
+    t, expected = busy.start, []
+    while True:
+        start = t + MIN_STATE_S + round(float(rng.exponential(60 / MICRO.probability)))
+        duration = min(MICRO.max_s, max(MICRO.min_s, round(float(rng.exponential(MICRO.mean_s)))))
+        if busy.end - (start + duration) < MIN_STATE_S:
+            break
+        expected.append((start, start + duration))
+        t = start + duration
+    got = [(iv.start, iv.end) for iv in plant.intervals if iv.state is State.MICRO_STOP and iv.end <= busy.end]
+    assert got == expected and len(got) >= 5
+    # 7200 s of planned busy time: all of it running or in micro-stops
+    inside = [iv for iv in plant.intervals if busy.start <= iv.start < busy.end]
+    assert sum(iv.duration_s for iv in inside) == 7200
+    assert {iv.state for iv in inside} == {State.RUNNING, State.MICRO_STOP}
+
+
+def test_truth_counts_micro_stops_as_an_availability_loss() -> None:
+    scenario = _with_micro(SCENARIO)
+    plants = build_plant(scenario, "post")
+    doc = build_truth(scenario, "post", plants)
+    w = scenario.phases["post"].window
+    a, b = epoch(w.start), epoch(w.end)
+    for mid, m in doc.machines.items():
+        e = m.elements
+        assert sum(m.states_s.values()) == e.window_s == 14400
+        micro = [iv for iv in plants[mid].intervals if iv.state is State.MICRO_STOP]
+        in_window = sum(max(0, min(iv.end, b) - max(iv.start, a)) for iv in micro)
+        assert e.micro_stop_s == m.states_s[State.MICRO_STOP] == in_window > 0, mid
+        assert all(iv.duration_s <= MICRO.max_s < 120 for iv in micro)  # below the agent's default threshold
+        assert e.apt_s == m.states_s[State.RUNNING]
+        # ISO 22400 (the agent's default): micro-stop time is not operating time, it lowers A
+        assert e.apt_s + e.setup_s + e.idle_s + e.micro_stop_s + e.fault_s + e.unknown_s + e.pdot_s == e.pot_s
+        assert m.oee["availability"]["numerator"] == e.apt_s
+        assert m.oee["availability"]["denominator"] == 13500
+        assert m.pq == plants[mid].parts_at(w.end) - plants[mid].parts_at(w.start)
+        # parts are made only while running: none in a micro-stop
+        for iv in micro:
+            t0, t1 = datetime.fromtimestamp(iv.start, Z), datetime.fromtimestamp(iv.end, Z)
+            assert plants[mid].parts_at(t0) == plants[mid].parts_at(t1)
+    # the plain demo plant: the same machines, more running time, no micro-stop time
+    plain = build_truth(SCENARIO, "post", build_plant(SCENARIO, "post"))
+    for mid, m in doc.machines.items():
+        p = plain.machines[mid]
+        assert m.states_s[State.RUNNING] + m.states_s[State.MICRO_STOP] == p.states_s[State.RUNNING]
+        assert {s: v for s, v in m.states_s.items() if s not in (State.RUNNING, State.MICRO_STOP)} == {
+            s: v for s, v in p.states_s.items() if s not in (State.RUNNING, State.MICRO_STOP)
+        }
+
+
+def test_a_micro_stop_is_served_exactly_like_idle() -> None:
+    plant = MachinePlant(_with_micro(SCENARIO), "PLC-01", "baseline")
+    iv = next(iv for iv in plant.intervals if iv.state is State.MICRO_STOP)
+    t = datetime.fromtimestamp(iv.start + iv.duration_s // 2, Z)
+    snap = plant.snapshot(t)
+    assert plant.state_at(t) is snap.interval.state is State.MICRO_STOP  # the truth
+    assert snap.state is State.IDLE  # what the signals show
+    idle = snap.__class__(snap.at, Interval(iv.start, iv.end, State.IDLE, 0, iv.program), snap.parts, snap.scrap, 1.0)
+    assert plc_holding(snap)[:3] == plc_holding(idle)[:3] == [0, 0, 0]
+    assert plc_discrete_inputs(snap) == [False, False] and io_discrete_inputs(snap) == [False]
+    assert cnc_values(snap, 90.0) == cnc_values(idle, 90.0)
+    assert snap.power_kw == pytest.approx(0.25 * plant.machine.rated_kw, rel=0.1)
+
+
+@pytest.mark.parametrize(
+    ("micro", "message"),
+    [
+        ({"probability": 0.1, "mean_s": 40, "min_s": 60, "max_s": 30}, "max_s must be at least min_s"),
+        ({"probability": 1.5, "mean_s": 40, "max_s": 90}, "less than or equal to 1"),
+        ({"probability": 0.1, "mean_s": 40}, "Field required"),
+        ({"probability": 0.1, "mean_s": 40, "max_s": 90, "reason": "x"}, "Extra inputs"),
+    ],
+)
+def test_bad_micro_stops_are_rejected(tmp_path: Path, micro: dict[str, object], message: str) -> None:
+    text = demo_scenario_path().read_text()
+    old = "      fault: {probability: 0.30, mean_min: 14}\n"
+    assert text.count(old) >= 1
+    line = text[: text.index(old)].count("\n") + 2
+    entry = ", ".join(f"{k}: {v}" for k, v in micro.items())
+    path = tmp_path / "micro.yaml"
+    path.write_text(text.replace(old, old + f"      micro: {{{entry}}}\n", 1))
+    with pytest.raises(ConfigError) as err:
+        load_scenario(path)
+    assert f"{path}:{line}: machines[0].stops.micro" in str(err.value) and message in str(err.value)
