@@ -216,6 +216,15 @@ def vectorized_buckets(config: AgentConfig, data: Samples) -> dict[str, list[Clo
     points = np.union1d(np.union1d(ticks, b_starts[b_starts <= ticks[-1]]), cal_starts)
     seg, dur = points[:-1], np.diff(points)
     tick_of = np.searchsorted(ticks, seg, side="right") - 1  # -1: before the first tick, UNKNOWN
+    # where planned work resumes after a tick, the next tick's state (all its samples read since) holds
+    # from the resumption on (docs/indicators.md); none before the first tick
+    work = cal_planned == 0
+    resumes = cal_starts[1:][work[1:] & ~work[:-1]]
+    resumes = resumes[resumes > ticks[0]]
+    if resumes.size:
+        since = np.searchsorted(resumes, seg, side="right") - 1
+        late = (tick_of >= 0) & (since >= 0) & (ticks[np.maximum(tick_of, 0)] < resumes[np.maximum(since, 0)])
+        tick_of = np.where(late, tick_of + 1, tick_of)
     planned = cal_planned[np.searchsorted(cal_starts, seg, side="right") - 1]
     bucket = np.searchsorted(b_starts, seg, side="right") - 1
     raw = np.where((tick_of >= 0)[:, None], raw_ticks[np.maximum(tick_of, 0)], np.int8(_CODE["UNKNOWN"]))

@@ -18,28 +18,40 @@ from edge_agent.config import Calendar, Kpi
 Planned = Literal["work", "break", "off"]
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 Interval = tuple[datetime, datetime]
+Stop = tuple[datetime, datetime, str]  # a span the calendar takes out of work, with its reason code
+Span = tuple[datetime, datetime, Planned, str | None]  # the calendar's reason: None while planned "work"
+
+NO_SHIFT = "no_shift"
 
 
 def _at(day: date, t: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, t, tzinfo=tz)
 
 
+def _code(kind: str, name: str | None) -> str:
+    return f"{kind}:{name}" if name else kind
+
+
 class ShiftCalendar:
     def __init__(self, calendar: Calendar, tz: ZoneInfo) -> None:
         self.calendar = calendar
         self.tz = tz
-        self.holidays = frozenset(calendar.holidays)
-        self.downtime: list[Interval] = [
-            (d.start.replace(tzinfo=tz), d.end.replace(tzinfo=tz)) for d in calendar.planned_downtime
+        self.holidays: dict[date, str] = {}
+        for h in calendar.holidays:
+            self.holidays.setdefault(h.date, _code("holiday", h.name))
+        self.downtime: list[Stop] = [
+            (d.start.replace(tzinfo=tz), d.end.replace(tzinfo=tz), _code("planned_downtime", d.reason))
+            for d in calendar.planned_downtime
         ]
         self._day_cached = lru_cache(maxsize=64)(self._day)
         # every machine asks for the same span on each evaluation tick: compute it once per tick
+        self._spans_cached = lru_cache(maxsize=16)(self._spans)
         self._segments_cached = lru_cache(maxsize=16)(self._segments)
 
-    def _day(self, day: date) -> tuple[list[Interval], list[Interval]]:
+    def _day(self, day: date) -> tuple[list[Interval], list[Stop]]:
         """(work, break) intervals of the shifts that start on local date `day`."""
         work: list[Interval] = []
-        breaks: list[Interval] = []
+        breaks: list[Stop] = []
         if day in self.holidays:  # a night shift that began the day before still runs into it
             return work, breaks
         for shift in self.calendar.shifts:
@@ -53,50 +65,94 @@ class ShiftCalendar:
                 b_day = day if b.start >= shift.start else day + timedelta(days=1)
                 b_start = _at(b_day, b.start, self.tz)
                 b_end = _at(b_day if b.end > b.start else b_day + timedelta(days=1), b.end, self.tz)
-                breaks.append((max(b_start, start), min(b_end, end)))
+                breaks.append((max(b_start, start), min(b_end, end), _code("break", b.name)))
         return work, breaks
+
+    def spans(self, start: datetime, end: datetime) -> tuple[Span, ...]:
+        """Split [start, end) where the planned status or the calendar's reason changes.
+
+        Reasons: `break` / `break:<name>`, `planned_downtime` / `planned_downtime:<reason>` (it wins
+        over a break it overlaps; of two, the one listed first), `holiday` / `holiday:<name>` for
+        time off on a holiday's local date, `no_shift` for any other time off.
+        """
+        return self._spans_cached(start, end)
+
+    def _spans(self, start: datetime, end: datetime) -> tuple[Span, ...]:
+        if end <= start:
+            return ()
+        first = start.astimezone(self.tz).date() - timedelta(days=1)
+        last = end.astimezone(self.tz).date()
+        work: list[Interval] = []
+        breaks: list[Stop] = []
+        holidays: list[Stop] = []
+        day = first
+        while day <= last:
+            w, b = self._day_cached(day)
+            work += w
+            breaks += b
+            if day in self.holidays:
+                holidays.append(
+                    (_at(day, time(), self.tz), _at(day + timedelta(days=1), time(), self.tz), self.holidays[day])
+                )
+            day += timedelta(days=1)
+        stops = [d for d in self.downtime if d[0] < end and d[1] > start] + breaks  # planned downtime first: it wins
+        cuts = {start, end}
+        for a, b in work:
+            cuts.update(t for t in (a, b) if start < t < end)
+        for a, b, _ in stops + holidays:
+            cuts.update(t for t in (a, b) if start < t < end)
+        # in UTC: subtracting two datetimes of one zone gives wall-clock time, wrong across a DST change
+        points = sorted({t.astimezone(UTC) for t in cuts})
+        out: list[Span] = []
+        for a, b in pairwise(points):
+            status: Planned
+            reason: str | None
+            if not any(s <= a < e for s, e in work):
+                # planned downtime outside every shift stays off: it is not taken from planned time
+                status = "off"
+                reason = next((r for s, e, r in holidays if s <= a < e), NO_SHIFT)
+            else:
+                reason = next((r for s, e, r in stops if s <= a < e), None)
+                status = "work" if reason is None else "break"
+            if out and out[-1][2] == status and out[-1][3] == reason:
+                out[-1] = (out[-1][0], b, status, reason)
+            else:
+                out.append((a, b, status, reason))
+        return tuple(out)
 
     def segments(self, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, Planned], ...]:
         """Split [start, end) where the planned status changes."""
         return self._segments_cached(start, end)
 
     def _segments(self, start: datetime, end: datetime) -> tuple[tuple[datetime, datetime, Planned], ...]:
-        if end <= start:
-            return ()
-        first = start.astimezone(self.tz).date() - timedelta(days=1)
-        last = end.astimezone(self.tz).date()
-        work: list[Interval] = []
-        breaks: list[Interval] = []
-        day = first
-        while day <= last:
-            w, b = self._day_cached(day)
-            work += w
-            breaks += b
-            day += timedelta(days=1)
-        stops = breaks + [(s, e) for s, e in self.downtime if s < end and e > start]
-        cuts = {start, end}
-        for a, b in work + stops:
-            cuts.update(t for t in (a, b) if start < t < end)
-        # in UTC: subtracting two datetimes of one zone gives wall-clock time, wrong across a DST change
-        points = sorted({t.astimezone(UTC) for t in cuts})
         out: list[tuple[datetime, datetime, Planned]] = []
-        for a, b in pairwise(points):
-            # planned downtime outside every shift stays off: it is not taken from planned time
-            status: Planned = (
-                "off"
-                if not any(s <= a < e for s, e in work)
-                else "break"
-                if any(s <= a < e for s, e in stops)
-                else "work"
-            )
+        for a, b, status, _ in self.spans(start, end):
             if out and out[-1][2] == status:
                 out[-1] = (out[-1][0], b, status)
             else:
                 out.append((a, b, status))
         return tuple(out)
 
+    def at(self, t: datetime) -> tuple[Planned, str | None]:
+        """Planned status and the calendar's reason at instant t."""
+        _, _, status, reason = self.spans(t, t + timedelta(microseconds=1))[0]
+        return status, reason
+
     def status_at(self, t: datetime) -> Planned:
-        return self.segments(t, t + timedelta(microseconds=1))[0][2]
+        return self.at(t)[0]
+
+    def work_resumed(self, start: datetime, end: datetime) -> datetime | None:
+        """The last instant in (start, end] at which planned work begins after a break or time off.
+
+        Asks for the same spans the accumulators credit on the tick from `start` to `end`: cached.
+        """
+        if end <= start:
+            return None
+        spans = self.spans(start, end)
+        if spans[-1][2] != "work" and self.at(end)[0] == "work":
+            return end
+        # two work spans never touch (they would have been merged), so a later one follows a stop
+        return next((a for a, _, status, _ in reversed(spans[1:]) if status == "work"), None)
 
 
 class Buckets:

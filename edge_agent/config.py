@@ -1,4 +1,4 @@
-"""The agent's one YAML file: identity, asset register, devices, state rules, calendar, MQTT.
+"""The agent's one YAML file: identity, asset register, devices, state rules, calendar, MQTT, outbox.
 
 Validated with pydantic; `load_config` reports problems as `file:line: field: message`.
 """
@@ -10,7 +10,18 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    PositiveFloat,
+    SecretStr,
+    SerializerFunctionWrapHandler,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from connectors.modbus.config import ModbusDeviceConfig
 from connectors.opcua import OpcUaDeviceConfig
@@ -23,10 +34,29 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class EventLogSettings(_Model):
+    """The raw event log (docs/event-log.md); a bare path means one file, never rotated."""
+
+    path: Path = Field(description="the file written to; rotated files are renamed next to it")
+    max_bytes: int | None = Field(
+        None, ge=4096, description="start a new file at the first tick once the current one has reached this size"
+    )
+    daily: bool = Field(False, description="start a new file at the first tick of each local day")
+    keep: int | None = Field(None, ge=1, description="rotated files kept; older ones are deleted (default: all)")
+    timezone: TimeZoneName | None = Field(None, description="zone of the daily rotation; default: site.timezone")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_path(cls, v: object) -> object:
+        return {"path": v} if isinstance(v, str | Path) else v
+
+
 class AgentIdentity(_Model):
     id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$", description="unique per agent; used in MQTT topics")
     data_dir: Path = Field(Path("var/agent"), description="outbox and sequence counter live here")
-    event_log: Path | None = Field(None, description="append every raw sample here as JSON lines (docs/event-log.md)")
+    event_log: EventLogSettings | None = Field(
+        None, description="append every raw sample here as JSON lines (docs/event-log.md)"
+    )
 
 
 class Firm(_Model):
@@ -107,18 +137,47 @@ class Period(_Model):
     end: dtime
 
 
+class Break(Period):
+    name: str | None = Field(None, description="reason code of the break's PLANNED_STOP: break:<name>")
+
+    @model_serializer(mode="wrap")
+    def _unnamed_as_before(self, handler: SerializerFunctionWrapHandler) -> object:
+        # dumped as before names existed, so the configuration fingerprint of older logs still matches
+        out = handler(self)
+        if self.name is None:
+            out.pop("name", None)
+        return out
+
+
 class Shift(_Model):
     name: str = "shift"
     days: list[Weekday]
     start: dtime
     end: dtime = Field(description="if not after start, the shift ends on the next day")
-    breaks: list[Period] = Field(default_factory=list)
+    breaks: list[Break] = Field(default_factory=list)
+
+
+class Holiday(_Model):
+    """A local date on which no shift starts; written as a bare date or as `{date: ..., name: ...}`."""
+
+    date: date
+    name: str | None = Field(None, description="reason code of its NOT_SCHEDULED time: holiday:<name>")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_date(cls, v: object) -> object:
+        return v if isinstance(v, dict) else {"date": v}
+
+    @model_serializer(mode="wrap")
+    def _unnamed_as_date(self, handler: SerializerFunctionWrapHandler) -> object:
+        out = handler(self)  # an unnamed holiday is dumped as its bare date, as before names existed
+        return out["date"] if self.name is None else out
 
 
 class PlannedDowntime(_Model):
     start: datetime = Field(description="local date and time, without a zone")
     end: datetime
-    reason: str | None = None
+    reason: str | None = Field(None, description="reason code of its PLANNED_STOP: planned_downtime:<reason>")
 
     @model_validator(mode="after")
     def _local_and_ordered(self) -> PlannedDowntime:
@@ -131,7 +190,7 @@ class PlannedDowntime(_Model):
 
 class Calendar(_Model):
     shifts: list[Shift] = Field(default_factory=list)
-    holidays: list[date] = Field(default_factory=list, description="local dates on which no shift starts")
+    holidays: list[Holiday] = Field(default_factory=list, description="local dates on which no shift starts")
     planned_downtime: list[PlannedDowntime] = Field(
         default_factory=list, description="one-off planned stops inside shifts, e.g. maintenance"
     )
@@ -162,13 +221,93 @@ class Kpi(_Model):
         return v
 
 
+class MqttTls(_Model):
+    """TLS to the broker; present (even empty: `tls: {}`) means TLS is on."""
+
+    ca_file: FilePath | None = Field(
+        None, description="PEM CA bundle the broker's certificate must chain to; none: system"
+    )
+    cert_file: FilePath | None = Field(None, description="client certificate (PEM) for mutual TLS")
+    key_file: FilePath | None = Field(None, description="client private key (PEM); none: it is in cert_file")
+    key_password: SecretStr | None = Field(None, description="passphrase of an encrypted key_file")
+    min_version: Literal["1.2", "1.3"] = Field("1.2", description="lowest TLS version accepted")
+    insecure_skip_verify: bool = Field(False, description="accept any server certificate and name (testing only)")
+
+    @field_validator("min_version", mode="before")
+    @classmethod
+    def _version_as_text(cls, v: object) -> object:
+        return str(v) if isinstance(v, float | int) else v  # YAML reads 1.2 as a number
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> MqttTls:
+        if (self.key_file is not None or self.key_password is not None) and self.cert_file is None:
+            raise ValueError("key_file and key_password need cert_file")
+        return self
+
+
 class Mqtt(_Model):
     host: str = "127.0.0.1"
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(1883, ge=1, le=65535, description="default 8883 when tls is set")
     username: str | None = None
     password: SecretStr | None = None
     keepalive_s: int = Field(30, ge=5)
     max_inflight: int = Field(20, ge=1, description="QoS 1 messages awaiting PUBACK at once")
+    protocol: Literal["auto", "5", "3.1.1"] = Field(
+        "auto", description="auto: MQTT 5, or 3.1.1 when the broker refuses 5 or leaves a 5 CONNECT unanswered"
+    )
+    tls: MqttTls | None = None
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="limit for each of: TCP connect, TLS handshake, the broker's CONNACK"
+    )
+    reconnect_min_s: float = Field(1.0, gt=0, description="shortest wait before a reconnect attempt")
+    reconnect_max_s: float = Field(60.0, gt=0, description="longest wait before a reconnect attempt")
+    reconnect_jitter: Literal["full", "decorrelated"] = Field(
+        "decorrelated", description="how the random reconnect delays grow (connectors/backoff.py)"
+    )
+    drain_rate_per_s: float = Field(
+        200.0, ge=0, description="backlog messages sent per second after a reconnect; 0: unlimited"
+    )
+
+    @field_validator("protocol", mode="before")
+    @classmethod
+    def _protocol_as_text(cls, v: object) -> object:
+        # YAML reads `protocol: 5` as a number
+        return "5" if isinstance(v, int | float) and not isinstance(v, bool) and v == 5 else v
+
+    @model_validator(mode="after")
+    def _tls_port_and_bounds(self) -> Mqtt:
+        if self.tls is not None and "port" not in self.model_fields_set:
+            self.port = 8883
+        if self.reconnect_max_s < self.reconnect_min_s:
+            raise ValueError("reconnect_max_s must not be below reconnect_min_s")
+        return self
+
+
+class HealthSettings(_Model):
+    """The agent's own health: an MQTT message every `interval_s` and, when a port is set, Prometheus metrics."""
+
+    interval_s: float = Field(60.0, gt=0, description="wall seconds between health messages")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus metrics over HTTP on this port (none: off)"
+    )
+    metrics_listen: str = Field("127.0.0.1", description="address the metrics port binds; 0.0.0.0 for every one")
+
+
+class OutboxSettings(_Model):
+    """Bounds of the durable outbox; docs/configuration.md gives the eviction policy."""
+
+    max_bytes: int = Field(
+        256 << 20, ge=1024, description="payload bytes kept unsent at most; over it, messages are evicted"
+    )
+    max_age_s: float = Field(
+        30 * 86400.0, gt=0, description="unsent messages older than this (agent wall clock) are evicted"
+    )
+    low_water: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="an eviction goes down to this fraction of the bound, so that declarations stay rare",
+    )
 
 
 DeviceConfig = Annotated[ModbusDeviceConfig | OpcUaDeviceConfig, Field(discriminator="protocol")]
@@ -186,6 +325,8 @@ class AgentConfig(_Model):
     calendar: Calendar = Field(default_factory=Calendar)
     kpi: Kpi = Field(default_factory=Kpi)
     mqtt: Mqtt = Field(default_factory=Mqtt)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    health: HealthSettings = Field(default_factory=HealthSettings)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> AgentConfig:
@@ -248,6 +389,13 @@ class AgentConfig(_Model):
                     ("calendar", "shifts", i, "start"),
                     f"{s.start:%H:%M} is not on the {self.kpi.bucket_minutes}-minute bucket grid from {anchor:%H:%M}",
                 )
+
+    @model_validator(mode="after")
+    def _event_log_zone(self) -> AgentConfig:
+        # a daily rotation follows the plant's day unless told otherwise
+        if self.agent.event_log is not None and self.agent.event_log.timezone is None:
+            self.agent.event_log.timezone = self.site.timezone
+        return self
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -67,11 +67,14 @@ class Step:
 
 @dataclass
 class CounterStream:
-    """Samples of one counter, processed in source-time order once older than the allowed lateness.
+    """Samples of one counter, processed in time order once older than the allowed lateness.
 
-    A second sample with a time already seen is a duplicate and ignored; a sample older than the
-    last one processed arrived too late to be put in order and is ignored (the counter is
-    cumulative, so the parts it saw are counted by the next sample). Both are reported.
+    A sample's time is the source's timestamp when it gave one (OPC UA SourceTimestamp), else the
+    agent's read time; the engine chooses it (PlantEngine.ingest) and the lateness is measured on
+    the agent's evaluation instants. A second sample with a time already seen is a duplicate and
+    ignored; a sample older than the last one processed arrived too late to be put in order and is
+    ignored (the counter is cumulative, so the parts it saw are counted by the next sample). Both
+    are reported.
     """
 
     tracker: CounterTracker

@@ -1,7 +1,7 @@
 """The plant's evaluation, free of I/O: samples in, states, closed intervals and closed buckets out.
 
-Works only on the times it is given (sample agent times and evaluation instants), never on a
-clock of its own, so the live agent and a replay of its event log compute the same numbers.
+Works only on the times it is given (sample agent and source times, evaluation instants), never
+on a clock of its own, so the live agent and a replay of its event log compute the same numbers.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from math import isfinite
 from zoneinfo import ZoneInfo
 
 from connectors.modbus.config import ModbusDeviceConfig
@@ -94,6 +95,8 @@ class PlantEngine:
         ]
         self.processes = [ProcessInfo(process_id=p.id, key=p.key) for p in config.processes]
         self._site_pending: dict[tuple[datetime, datetime], dict[str, float]] = {}  # window -> machine -> observed_s
+        self._last_tick: datetime | None = None
+        self._resumed: datetime | None = None  # the latest start of planned work after a break or time off
 
     def start(self, now: datetime) -> None:
         """Account every machine's current bucket from its start: time before this is UNKNOWN."""
@@ -101,19 +104,30 @@ class PlantEngine:
             acc.start(now)
 
     def ingest(self, samples: list[Sample]) -> None:
-        """Latest values, and counter deltas credited at each counter sample's own agent time."""
-        counters = self._counters
+        """Latest values, and counter samples at their own time: the source's timestamp if it gave one, else ours."""
+        counters, latest = self._counters, self.latest
         for s in samples:
-            self.latest.setdefault(s.device_id, {})[s.tag] = s
+            tags = latest.setdefault(s.device_id, {})
             users = counters.get((s.device_id, s.tag)) if s.good else None
-            if users and isinstance(s.value, int | float):
-                for machine_id, is_scrap in users:
-                    acc = self.accumulators[machine_id]
-                    program = acc.program_in(self.latest[s.device_id])
-                    if is_scrap:
-                        acc.count(s.agent_time, None, s.value, program)
-                    else:
-                        acc.count(s.agent_time, s.value, None, program)
+            if not users or not isinstance(s.value, int | float) or not isfinite(s.value):  # NaN/inf: no count
+                tags[s.tag] = s
+                continue
+            previous = tags.get(s.tag)
+            tags[s.tag] = s
+            t = s.source_time
+            if t is None:
+                t = s.agent_time
+            elif previous is not None and previous.source_time == t and previous.value == s.value:
+                continue  # the same source reading again (OPC UA re-delivers an unchanged value): not a new sample
+            elif t > s.agent_time:
+                t = s.agent_time  # a source clock ahead of ours: a value cannot have been made after it was read
+            for machine_id, is_scrap in users:
+                acc = self.accumulators[machine_id]
+                program = acc.program_in(tags)
+                if is_scrap:
+                    acc.count(t, None, s.value, program)
+                else:
+                    acc.count(t, s.value, None, program)
 
     def machine_state(self, machine: Machine, now: datetime) -> tuple[str, str | None]:
         device = machine.device
@@ -130,13 +144,42 @@ class PlantEngine:
                 values[tag] = s
         return rule_set.evaluate(values)
 
+    def _read_before(self, machine: Machine, since: datetime, now: datetime) -> bool:
+        """Whether a tag the machine's rules use still holds a sample read before `since` that is not yet stale."""
+        device = machine.device
+        if device is None or machine.state_rules is None:
+            return False
+        latest = self.latest.get(device, {})
+        for tag in self.rules[machine.state_rules].tags:
+            s = latest.get(tag)
+            if s is not None and s.agent_time < since and now <= s.agent_time + self.lifetimes[(device, tag)]:
+                return True
+        return False
+
     def evaluate(self, now: datetime) -> Evaluation:
-        """Advance every machine to `now`; return the state intervals, buckets and site windows that closed."""
+        """Advance every machine to `now`; return the state intervals, buckets and site windows that closed.
+
+        Where planned work resumes (a break ends, a shift starts), samples read before do not describe
+        the machine after it: from there its state waits for a sample read since, or for those samples
+        to go stale (UNKNOWN), and the state it then shows holds from the resumption on.
+        """
         out = Evaluation()
+        previous = self._last_tick
+        if previous is None or now > previous:
+            self._last_tick = now
+            # no resumption before the first tick: time before the first observation stays UNKNOWN
+            if previous is not None:
+                self._resumed = self.calendar.work_resumed(previous, now) or self._resumed
+        resumed = self._resumed
         for m in self.config.machines:
             acc = self.accumulators[m.id]
-            state, reason = self.machine_state(m, now)
-            out.intervals += [(m.id, iv) for iv in acc.advance(now, state, reason)]
+            waiting = False
+            if resumed is not None and (acc.held or (acc.last_t is not None and acc.last_t < resumed)):
+                out.intervals += [(m.id, iv) for iv in acc.hold(resumed)]
+                waiting = self._read_before(m, resumed, now)
+            if not waiting:
+                state, reason = self.machine_state(m, now)
+                out.intervals += [(m.id, iv) for iv in acc.advance(now, state, reason)]
             done = acc.close_buckets(now)
             if done:
                 out.buckets[m.id] = done

@@ -1,7 +1,9 @@
 """State intervals on the calendar-applied timeline: late reasons, run debounce and micro-stops.
 
-Time arrives as pieces (a span with its planned status, raw and effective state). An interval is
-a maximal run of one effective state. Two rules need the future to decide a piece's final state:
+Time arrives as pieces (a span with its planned status, raw and effective state, and the
+calendar's reason when the calendar decides the state). An interval is a maximal run of one
+effective state and calendar reason, so a break that ends where planned downtime begins is two
+intervals, each with its own reason. Two rules need the future to decide a piece's final state:
 
 - a RUNNING run that follows a stop (SETUP, IDLE, FAULT) and ends before lasting `min_running`
   belongs to that stop: it is relabelled, and the stop goes on if the same state follows;
@@ -28,6 +30,7 @@ class Piece:
     planned: Planned
     raw: str
     state: str  # effective: the calendar applied; final once released
+    cause: str | None = None  # the calendar's reason code outside planned work (break, no_shift, ...)
 
 
 @dataclass
@@ -55,6 +58,7 @@ class _Run:
     start: datetime
     end: datetime
     reason: str | None
+    cause: str | None = None
     pieces: list[Piece] = field(default_factory=list)
     released: int = 0  # pieces[:released] have been handed out
 
@@ -93,8 +97,8 @@ class IntervalClassifier:
                 self._cur.add(replace(p, state=self._cur.state), None)
             self._blip = None
         cur = self._cur
-        if cur is None or piece.state != cur.state:
-            new = _Run(piece.state, piece.start, piece.end, None)
+        if cur is None or piece.state != cur.state or piece.cause != cur.cause:
+            new = _Run(piece.state, piece.start, piece.end, None, piece.cause)
             new.add(piece, reason)
             if cur is not None and piece.state == "RUNNING" and cur.state in STOPS and self.min_running > timedelta(0):
                 self._blip = new

@@ -4,7 +4,8 @@ Time between two observations is credited to the state seen at the earlier one, 
 shift calendar or the bucket changes. Planned status comes from the calendar; UNKNOWN (no good
 data) is kept apart so it is never counted as running or stopped. Time is credited once its final
 state is known (see edge_agent/intervals.py) and counts once their lateness has passed, so a
-bucket closes only when both have moved past its end.
+bucket closes only when both have moved past its end. After a hold (planned work resumed, no
+sample read since), the held time goes to the state of the next observation.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class MachineAccumulator:
     last_t: datetime | None = None
     raw_state: str = "UNKNOWN"
     reason: str | None = None
+    held: bool = False  # the state since last_t is not known yet: the next advance decides it (see hold)
     _buckets: dict[datetime, _OpenBucket] = field(default_factory=dict)
     _closed_until: datetime | None = None
     # scrap counted in a bucket beyond that bucket's parts (per cycle time): the parts were made in an
@@ -160,6 +162,8 @@ class MachineAccumulator:
     def start(self, t: datetime) -> None:
         """Account the current bucket from its start: time before the agent ran is UNKNOWN."""
         self.last_t = self.buckets.start_of(t)
+        # a count stamped before that (a source timestamp of a value unchanged since) goes to the first bucket
+        self._closed_until = self.last_t
 
     def _bucket(self, t: datetime) -> _OpenBucket:
         if self._closed_until is not None and t < self._closed_until:  # too late for its own bucket: the next open one
@@ -167,29 +171,53 @@ class MachineAccumulator:
         return self._buckets.setdefault(self.buckets.start_of(t), _OpenBucket())
 
     def advance(self, t: datetime, raw_state: str, reason: str | None) -> list[ClosedInterval]:
-        """Credit [last_t, t) to the previous state, then adopt the new one."""
+        """Credit [last_t, t) to the previous state, then adopt the new one; after a hold, all of it to the new one."""
         if self.last_t is None:
             self.start(t)
+        if self.held:
+            self.held = False
+            self._adopt(raw_state, reason)
+        self._credit_until(t)
+        self._adopt(raw_state, reason)
+        return self._take()
+
+    def hold(self, since: datetime) -> list[ClosedInterval]:
+        """The state from `since` on is not known yet: credit the time up to it, the rest waits for the next advance."""
+        if self.last_t is None:
+            self.start(since)
+        if not self.held:
+            self._credit_until(since)
+            self.held = True
+        return self._take()
+
+    def _credit_until(self, t: datetime) -> None:
         assert self.last_t is not None
         cursor = self.last_t
         while cursor < t:
             bucket_end = min(t, self.buckets.end_of(self.buckets.start_of(cursor)))
-            for a, b, planned in self.calendar.segments(cursor, bucket_end):
-                piece = Piece(a, b, planned, self.raw_state, effective_state(self.raw_state, planned))
+            for a, b, planned, cause in self.calendar.spans(cursor, bucket_end):
+                piece = Piece(a, b, planned, self.raw_state, effective_state(self.raw_state, planned), cause)
                 self._intervals.feed(piece, self._reason(piece))
             cursor = bucket_end
         self.last_t = max(self.last_t, t)
+
+    def _adopt(self, raw_state: str, reason: str | None) -> None:
+        """The state beginning at last_t."""
+        assert self.last_t is not None
         self.raw_state, self.reason = raw_state, reason
-        planned = self.calendar.status_at(self.last_t)
-        marker = Piece(self.last_t, self.last_t, planned, raw_state, effective_state(raw_state, planned))
+        planned, cause = self.calendar.at(self.last_t)
+        marker = Piece(self.last_t, self.last_t, planned, raw_state, effective_state(raw_state, planned), cause)
         self._intervals.feed(marker, self._reason(marker))
+
+    def _take(self) -> list[ClosedInterval]:
         pieces, closed = self._intervals.take()
         for p in pieces:
             self._credit(self._bucket(p.start), p)
         return closed
 
     def _reason(self, piece: Piece) -> str | None:
-        return self.reason if piece.state == piece.raw else None  # the calendar's stops carry no machine reason
+        # where the calendar decides the state (break, planned downtime, no shift, holiday), its reason is the reason
+        return self.reason if piece.planned == "work" else piece.cause
 
     def _credit(self, bucket: _OpenBucket, p: Piece) -> None:
         micros = (p.end - p.start) // _MICROSECOND
@@ -223,6 +251,8 @@ class MachineAccumulator:
                 self._add(kind, step)
 
     def _add(self, kind: str, step: Step) -> None:
+        if step.event is None and not step.delta:
+            return  # nothing to book: no bucket is opened for it
         bucket = self._bucket(step.t)
         if step.event is not None:
             bucket.events[_EVENT_FIELD[step.event]] += 1

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -21,45 +21,83 @@ from pydantic import AwareDatetime, BaseModel, Field
 
 from edge_agent.config import AgentConfig, Calendar, load_config
 from edge_agent.engine import PlantEngine, config_fingerprint
-from edge_agent.eventlog import Event, EventLogError, StartLine, TickLine, read_events
-from edge_agent.kpi import ClosedBucket
+from edge_agent.eventlog import (
+    Event,
+    EventLogError,
+    StartLine,
+    TickLine,
+    event_files,
+    iso,
+    read_event_files,
+)
+from edge_agent.kpi import ClosedBucket, ClosedInterval
 from edgeproof.configfile import ConfigError
+from edgeproof.contract import MachineState
 from edgeproof.indicators import Oee, SiteRatios, TimeElements, oee, site_ratios, total
 from edgeproof.rollup import BucketRecord, rollup, within
 
 Grouping = Literal["bucket", "hour", "shift", "day", "window"]
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 CONFIG_DIFFERS = "config_differs_from_logged"
+MISSING_FILE = "log_file_missing"
 
 
 @dataclass
 class Replay:
-    """Closed buckets per machine, in the order the agent would have published them."""
+    """Closed buckets per machine (and state intervals, if asked), in the order the agent would have published them."""
 
     buckets: dict[str, list[ClosedBucket]] = field(default_factory=dict)
     samples: int = 0
     ticks: int = 0
     starts: list[StartLine] = field(default_factory=list)
+    intervals: list[tuple[str, ClosedInterval]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
-def replay(config: AgentConfig, events: Iterable[Event], until: datetime | None = None) -> Replay:
+def replay(
+    config: AgentConfig, events: Iterable[Event], until: datetime | None = None, intervals: bool = False
+) -> Replay:
     """Feed the events to a PlantEngine; a start line begins a new engine, as an agent restart does.
 
-    Stops once every machine has closed its buckets up to `until` (closing may lag the tick that
-    passes a bucket's end: counts wait for their lateness, short stops for their classification).
+    A start line with part n > 1 right after part n - 1 of the same boot only says the log went on
+    in a new file (rotation): it changes nothing, so a rotated set replays as the one file would.
+    Without its predecessor (files missing, or a rotated file read alone) it starts the accounting
+    like an agent start, and is reported.
+
+    With `intervals`, the closed state intervals are collected too. Stops once every machine has
+    closed its buckets up to `until` (closing may lag the tick that passes a bucket's end: counts
+    wait for their lateness, short stops for their classification), and with `intervals` also a
+    state interval ending at or after `until`.
     """
     out = Replay(buckets={m.id: [] for m in config.machines})
+    interval_ends: dict[str, datetime] = {}
     engine: PlantEngine | None = None
+    run: tuple[str, int] | None = None  # boot id and part of the file being replayed
     for event in events:
         if isinstance(event, TickLine):
             if engine is None:
                 raise ValueError("the event log has a tick before its first start line")
             out.ticks += 1
-            for machine_id, closed in engine.evaluate(event.tick).buckets.items():
+            evaluation = engine.evaluate(event.tick)
+            if intervals:  # only when asked: a long log has many of them
+                out.intervals += evaluation.intervals
+                interval_ends.update((m, iv.end) for m, iv in evaluation.intervals)
+            for machine_id, closed in evaluation.buckets.items():
                 out.buckets[machine_id] += closed
-            if until is not None and all(bs and bs[-1].end >= until for bs in out.buckets.values()):
+            if until is None or not all(bs and bs[-1].end >= until for bs in out.buckets.values()):
+                continue
+            if not intervals or (len(interval_ends) == len(out.buckets) and min(interval_ends.values()) >= until):
                 break
         elif isinstance(event, StartLine):
+            if event.part > 1 and run == (event.boot_id, event.part - 1):
+                run = (event.boot_id, event.part)
+                continue  # the same run goes on in the next file
+            if event.part > 1:
+                out.warnings.append(
+                    f"{MISSING_FILE}: boot {event.boot_id} goes on in file part {event.part} at {iso(event.start)}"
+                    f" without part {event.part - 1} before it: accounting restarts there"
+                )
+            run = (event.boot_id, event.part)
             engine = PlantEngine(config, event.speed)  # what the old run left open was never published
             engine.start(event.start)
             out.starts.append(event)
@@ -96,6 +134,16 @@ class PeriodKpi(BaseModel):
     site: SitePeriod
 
 
+class IntervalRecord(BaseModel):
+    """A closed state interval, as the agent published it (`state` message)."""
+
+    machine_id: str
+    state: MachineState
+    start: AwareDatetime
+    end: AwareDatetime
+    reason: str | None
+
+
 class ReplayInfo(BaseModel):
     samples: int
     ticks: int
@@ -112,6 +160,9 @@ class KpiReport(BaseModel):
     replay: ReplayInfo
     warnings: list[str]
     periods: list[PeriodKpi]
+    intervals: list[IntervalRecord] | None = Field(
+        None, description="with --intervals: closed state intervals overlapping [start, end), with their reasons"
+    )
 
 
 def _shift_of(calendar: Calendar, tz: ZoneInfo, t: datetime) -> tuple[str, datetime] | None:
@@ -201,15 +252,25 @@ def periods(config: AgentConfig, result: Replay, by: Grouping, start: datetime, 
     return out
 
 
-def recompute(config_path: Path, events_path: Path, start: datetime, end: datetime, by: Grouping) -> KpiReport:
+def recompute(
+    config_path: Path,
+    events: Path | Sequence[Path],
+    start: datetime,
+    end: datetime,
+    by: Grouping,
+    intervals: bool = False,
+) -> KpiReport:
+    """`events`: one log file, or files, directories and glob patterns naming a rotated set (event_files)."""
     config = load_config(config_path)
-    result = replay(config, read_events(events_path), until=end)
+    specs = [events] if isinstance(events, Path) else list(events)
+    result = replay(config, read_event_files(event_files(specs)), until=end, intervals=intervals)
     fingerprint = config_fingerprint(config)
     warnings = []
     if any(s.config_sha256 != fingerprint for s in result.starts):
         warnings.append(f"{CONFIG_DIFFERS}: the agent logged another configuration fingerprint than {config_path}'s")
+    warnings += result.warnings
     return KpiReport(
-        events=str(events_path),
+        events=" ".join(str(p) for p in specs),
         config=str(config_path),
         start=start,
         end=end,
@@ -219,6 +280,13 @@ def recompute(config_path: Path, events_path: Path, start: datetime, end: dateti
         ),
         warnings=warnings,
         periods=periods(config, result, by, start, end),
+        intervals=[
+            IntervalRecord(machine_id=m, state=iv.state, start=iv.start, end=iv.end, reason=iv.reason)
+            for m, iv in result.intervals
+            if iv.start < end and iv.end > start
+        ]
+        if intervals
+        else None,
     )
 
 
@@ -233,20 +301,29 @@ def _time(text: str) -> datetime:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, type=Path, help="the agent YAML file the log was recorded with")
-    parser.add_argument("--events", required=True, type=Path, help="the agent's event log (docs/event-log.md)")
+    parser.add_argument(
+        "--events",
+        required=True,
+        type=Path,
+        nargs="+",
+        help="the agent's event log (docs/event-log.md): a file, or the files, directory or glob of a rotated set",
+    )
     parser.add_argument("--from", dest="start", required=True, type=_time, help="ISO-8601 time with offset")
     parser.add_argument("--to", dest="end", required=True, type=_time, help="ISO-8601 time with offset")
     parser.add_argument("--by", default="window", choices=["bucket", "hour", "shift", "day", "window"])
+    parser.add_argument(
+        "--intervals", action="store_true", help="also list the closed state intervals in the window, with reasons"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        report = recompute(args.config, args.events, args.start, args.end, args.by)
+        report = recompute(args.config, args.events, args.start, args.end, args.by, args.intervals)
     except ConfigError as e:
         print(f"invalid configuration:\n{e}", file=sys.stderr)
         return 2
     except (EventLogError, ValueError) as e:
         print(f"cannot recompute: {e}", file=sys.stderr)
         return 2
-    print(report.model_dump_json(indent=2))
+    print(report.model_dump_json(indent=2, exclude=None if args.intervals else {"intervals"}))
     return 0

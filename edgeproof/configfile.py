@@ -75,7 +75,10 @@ def _to_python(node: yaml.Node, path: Path) -> Any:
         return node.value
     if node.tag == "tag:yaml.org,2002:str" and "${" in node.value:
         node = yaml.ScalarNode(node.tag, _expand_env(node.value, path, node.start_mark.line + 1), node.start_mark)
-    return yaml.SafeLoader(stream="").construct_object(node, deep=True)
+    try:
+        return yaml.SafeLoader(stream="").construct_object(node, deep=True)
+    except ValueError as e:  # e.g. an impossible date such as 2026-13-03, which YAML types before pydantic sees it
+        raise ConfigError(path, [f"{node.start_mark.line + 1}: {node.value!r} is not a valid value: {e}"]) from None
 
 
 def _locate(root: yaml.Node | None, loc: tuple[int | str, ...]) -> tuple[int, tuple[int | str, ...]]:

@@ -73,6 +73,14 @@ def test_type_error_names_file_line_and_field(tmp_path: Path) -> None:
     assert "greater than or equal to 0" in str(e.value)
 
 
+def test_an_impossible_date_names_file_and_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, BASE + "calendar:\n  holidays: [2026-13-03]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    line = BASE.count("\n") + 2
+    assert str(e.value).startswith(f"{path}:{line}: '2026-13-03' is not a valid value: month must be in 1..12")
+
+
 def test_dangling_reference_names_the_referring_line(tmp_path: Path) -> None:
     path = _write(tmp_path, BASE.replace("process: turning", "process: milling"))
     with pytest.raises(ConfigError) as e:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -12,9 +14,12 @@ from connectors.sample import Sample
 from edge_agent.calendar import Buckets, ShiftCalendar
 from edge_agent.config import AgentConfig, Calendar, Kpi, Machine
 from edge_agent.counters import CounterTracker
+from edge_agent.engine import STALE_REASON, PlantEngine, config_fingerprint
+from edge_agent.eventlog import Event, SampleLine, StartLine, TickLine
 from edge_agent.kpi import ClosedBucket, ClosedInterval, MachineAccumulator
+from edge_agent.recompute import replay
 from edge_agent.states import NO_RULE_MATCHED
-from edgeproof.indicators import oee
+from edgeproof.indicators import oee, total
 
 TZ = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -431,7 +436,200 @@ def test_unknown_program_without_fallback_makes_performance_null() -> None:
 
 
 def test_holiday_date_validates_as_local_date() -> None:
-    assert Calendar.model_validate({"holidays": ["2026-10-01"]}).holidays == [date(2026, 10, 1)]
+    holidays = Calendar.model_validate({"holidays": ["2026-10-01", {"date": "2026-10-02", "name": "国庆"}]}).holidays
+    assert [(h.date, h.name) for h in holidays] == [(date(2026, 10, 1), None), (date(2026, 10, 2), "国庆")]
+    # unnamed holidays and breaks dump as before they had names: older logs keep their config fingerprint
+    assert Calendar.model_validate({"holidays": ["2026-10-01"]}).model_dump(mode="json")["holidays"] == ["2026-10-01"]
+    assert CALENDAR_REASONS.model_dump(mode="json")["shifts"][0]["breaks"] == [
+        {"start": "08:00:00", "end": "08:15:00", "name": "tea"},
+        {"start": "11:30:00", "end": "12:00:00"},
+    ]
+
+
+# --- calendar reason codes ------------------------------------------------------------------
+
+CALENDAR_REASONS = Calendar.model_validate(
+    {
+        "shifts": [
+            {
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "start": "06:00",
+                "end": "14:00",
+                "breaks": [{"start": "08:00", "end": "08:15", "name": "tea"}, {"start": "11:30", "end": "12:00"}],
+            }
+        ],
+        "holidays": [{"date": "2026-03-04", "name": "spring festival"}, "2026-03-05"],
+        "planned_downtime": [
+            {"start": "2026-03-03T10:00", "end": "2026-03-03T11:30", "reason": "maintenance"},
+            {"start": "2026-03-03T11:20", "end": "2026-03-03T11:40"},  # overlaps both the one above and a break
+        ],
+    }
+)
+
+
+def _spans(spans: tuple[tuple[datetime, datetime, str, str | None], ...]) -> list[tuple[str, str, str, str | None]]:
+    return [(*_hhmm(((a, b, s),))[0], r) for a, b, s, r in spans]
+
+
+def test_calendar_spans_carry_reason_codes() -> None:
+    sc = ShiftCalendar(CALENDAR_REASONS, TZ)
+    assert _spans(sc.spans(at(5, day=3), at(15, day=3))) == [
+        ("03 05:00", "03 06:00", "off", "no_shift"),
+        ("03 06:00", "03 08:00", "work", None),
+        ("03 08:00", "03 08:15", "break", "break:tea"),
+        ("03 08:15", "03 10:00", "work", None),
+        ("03 10:00", "03 11:30", "break", "planned_downtime:maintenance"),  # the first listed wins 11:20-11:30
+        ("03 11:30", "03 11:40", "break", "planned_downtime"),  # planned downtime wins over the break
+        ("03 11:40", "03 12:00", "break", "break"),
+        ("03 12:00", "03 14:00", "work", None),
+        ("03 14:00", "03 15:00", "off", "no_shift"),
+    ]
+    # Tuesday 14:00 to Friday 06:00: off all along, the two holidays (local dates) with their own reason
+    assert _spans(sc.spans(at(14, day=3), at(6, day=6))) == [
+        ("03 14:00", "04 00:00", "off", "no_shift"),
+        ("04 00:00", "05 00:00", "off", "holiday:spring festival"),
+        ("05 00:00", "06 00:00", "off", "holiday"),
+        ("06 00:00", "06 06:00", "off", "no_shift"),
+    ]
+    assert _hhmm(sc.segments(at(14, day=3), at(6, day=6))) == [("03 14:00", "06 06:00", "off")]  # status only
+    assert sc.at(at(11, 35, day=3)) == ("break", "planned_downtime")
+
+
+def test_calendar_stops_reach_the_state_intervals_with_their_reasons() -> None:
+    acc = MachineAccumulator("M1", 60.0, ShiftCalendar(CALENDAR_REASONS, TZ), Buckets(60, TZ))
+    acc.start(at(5, day=3))
+    changes: list[Change] = [
+        (at(5, day=3), "RUNNING", None),
+        (at(7, 50, day=3), "FAULT", "E7"),  # a fault running into the tea break: the machine's reason around it
+        (at(8, 30, day=3), "RUNNING", None),
+    ]
+    intervals, buckets = play(acc, changes, at(15, day=3))
+    assert [hm(i) for i in intervals] == [
+        ("NOT_SCHEDULED", "05:00:00.000000", "06:00:00.000000", "no_shift"),
+        ("RUNNING", "06:00:00.000000", "07:50:00.000000", None),
+        ("FAULT", "07:50:00.000000", "08:00:00.000000", "E7"),
+        ("PLANNED_STOP", "08:00:00.000000", "08:15:00.000000", "break:tea"),
+        ("FAULT", "08:15:00.000000", "08:30:00.000000", "E7"),
+        ("RUNNING", "08:30:00.000000", "10:00:00.000000", None),
+        # one PLANNED_STOP state, three calendar reasons: three intervals
+        ("PLANNED_STOP", "10:00:00.000000", "11:30:00.000000", "planned_downtime:maintenance"),
+        ("PLANNED_STOP", "11:30:00.000000", "11:40:00.000000", "planned_downtime"),
+        ("PLANNED_STOP", "11:40:00.000000", "12:00:00.000000", "break"),
+        ("RUNNING", "12:00:00.000000", "14:00:00.000000", None),
+    ]
+    # reasons split intervals, not time: 8 h planned, 15 + 90 + 10 + 20 min of planned stops
+    te = total(b.elements for b in buckets)
+    assert len(buckets) == 10
+    assert (te.pot_s, te.pdot_s, te.fault_s, te.apt_s) == (28800, 8100, 1500, 19200)
+    assert te.running_in_planned_stop_s == 7200  # 10:00-12:00 running through the planned stops
+
+    holidays = MachineAccumulator("M1", 60.0, ShiftCalendar(CALENDAR_REASONS, TZ), Buckets(60, TZ))
+    holidays.start(at(14, day=3))
+    intervals, _ = play(holidays, [(at(14, day=3), "IDLE", None)], at(7, day=6))
+    assert [hm(i) for i in intervals] == [
+        ("NOT_SCHEDULED", "14:00:00.000000", "00:00:00.000000", "no_shift"),
+        ("NOT_SCHEDULED", "00:00:00.000000", "00:00:00.000000", "holiday:spring festival"),
+        ("NOT_SCHEDULED", "00:00:00.000000", "00:00:00.000000", "holiday"),
+        ("NOT_SCHEDULED", "00:00:00.000000", "06:00:00.000000", "no_shift"),
+    ]
+    assert [i.end - i.start for i in intervals] == [timedelta(hours=h) for h in (10, 24, 24, 6)]
+
+
+# --- counters ordered by source time ----------------------------------------------------------
+
+
+def counter_engine(bits: int = 16) -> PlantEngine:
+    """One machine on one Modbus unit counting parts, planned all Monday (UTC), lateness 10 s, no cycle time."""
+    config = AgentConfig.model_validate(
+        {
+            "agent": {"id": "a"},
+            "site": {"firm": {"name": "F"}, "name": "S", "timezone": "UTC"},
+            "machines": [
+                {
+                    "id": "M1",
+                    "name": "m",
+                    "type": "t",
+                    "digital": True,
+                    "device": "plc",
+                    "state_rules": "r",
+                    "counters": {"parts": "parts", "bits": bits},
+                }
+            ],
+            "devices": [
+                {
+                    "id": "plc",
+                    "protocol": "modbus",
+                    "host": "127.0.0.1",
+                    "poll_interval_s": 1.0,
+                    "tags": [
+                        {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
+                        {"name": "parts", "area": "input", "address": 0},
+                    ],
+                }
+            ],
+            "state_rules": {"r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}]},
+            "calendar": {"shifts": [{"days": ["mon"], "start": "00:00", "end": "00:00"}]},
+            "kpi": {"max_lateness_s": 10},
+        }
+    )
+    engine = PlantEngine(config)
+    engine.start(utc(8))
+    return engine
+
+
+def utc(h: int, m: int = 0, s: float = 0) -> datetime:
+    return datetime(2026, 3, 2, h, m, tzinfo=UTC) + timedelta(seconds=s)  # a Monday
+
+
+def parts(value: int, read: datetime, source: datetime | None) -> Sample:
+    return Sample("plc", "parts", value, True, read, source)
+
+
+@pytest.mark.parametrize(
+    ("arrivals", "with_source", "expected"),
+    [
+        # (value, source second): 65535 was stamped before 4 but reached the agent after it
+        ([(65530, 0.5), (4, 1.8), (65535, 1.2)], True, (10, 1)),
+        ([(65530, 0.5), (65535, 1.2), (4, 1.8)], True, (10, 1)),  # the same samples in source order
+        # without source times the arrival order is the order: 65530 -> 4 wraps (10), 4 -> 65535 is +65531
+        ([(65530, 0.5), (4, 1.8), (65535, 1.2)], False, (65541, 1)),
+    ],
+)
+def test_counter_samples_are_ordered_by_their_source_time(
+    arrivals: list[tuple[int, float]], with_source: bool, expected: tuple[int, int]
+) -> None:
+    engine = counter_engine()
+    for second, (value, source) in enumerate(arrivals, start=1):
+        engine.ingest([parts(value, utc(8, 0, second), utc(8, 0, source) if with_source else None)])
+    # the subscription's cache delivers the last reading again at the next poll: the same sample, no duplicate
+    value, source = arrivals[-1]
+    engine.ingest([parts(value, utc(8, 0, 4), utc(8, 0, source) if with_source else None)])
+    engine.evaluate(utc(8, 0, 5))
+    (h8,) = engine.evaluate(utc(9, 0, 11)).buckets["M1"]  # 09:00 plus the lateness has passed
+    te = h8.elements
+    assert (te.pq, te.counter_wraps) == expected
+    assert (te.counter_duplicates, te.counter_late, te.counter_resets) == (0, 0, 0)
+
+
+def test_counter_source_times_beyond_the_lateness() -> None:
+    engine = counter_engine(bits=32)
+    engine.ingest([parts(100, utc(8, 0, 0.1), utc(8))])
+    engine.evaluate(utc(8, 0, 1))
+    engine.ingest([parts(110, utc(8, 0, 20.1), utc(8, 0, 20))])
+    engine.evaluate(utc(8, 0, 40))  # settled to 08:00:30: 100 -> 110 processed
+    engine.ingest([parts(107, utc(8, 0, 41), utc(8, 0, 15))])  # stamped before 08:00:20, processed: too late
+    engine.ingest([parts(115, utc(8, 0, 51), utc(8, 0, 50))])  # counts the parts the late one saw: +5
+    engine.evaluate(utc(8, 59, 50))
+    (h8,) = engine.evaluate(utc(9, 0, 20)).buckets["M1"]
+    # 08:59:55 reaches the agent at 09:00:25 (30 s on its way): newer than any processed, so counted,
+    # in the first open bucket since its own has closed
+    engine.ingest([parts(120, utc(9, 0, 25), utc(8, 59, 55))])
+    engine.evaluate(utc(9, 0, 40))
+    # a source clock 3 s ahead: read at 09:59:59, stamped 10:00:02; it cannot have been made after it was read
+    engine.ingest([parts(122, utc(9, 59, 59), utc(10, 0, 2))])
+    (h9,) = engine.evaluate(utc(10, 0, 20)).buckets["M1"]
+    assert (h8.elements.pq, h8.elements.counter_late) == (15, 1)
+    assert (h9.elements.pq, h9.elements.counter_late) == (7, 0)
 
 
 def test_scrap_beyond_a_buckets_parts_moves_to_the_next_bucket_with_parts() -> None:
@@ -447,3 +645,172 @@ def test_scrap_beyond_a_buckets_parts_moves_to_the_next_bucket_with_parts() -> N
     assert [b.elements.ideal_good_s for b in (h7, h8, h9)] == [300.0, 0.0, 60.0]
     # over the window nothing is lost: 8 parts, 2 scrap
     assert sum(b.elements.pq for b in (h7, h8, h9)) == 8 and sum(b.elements.sq for b in (h7, h8, h9)) == 2
+
+
+@pytest.mark.parametrize("garbage", [math.nan, math.inf, -math.inf])
+def test_a_counter_value_that_is_no_number_is_not_a_count(garbage: float) -> None:
+    engine = counter_engine(bits=32)
+    engine.ingest([Sample("plc", "parts", 100, True, utc(8, 0, 1))])
+    engine.ingest([Sample("plc", "parts", garbage, True, utc(8, 0, 2))])  # e.g. a float register misread
+    engine.ingest([Sample("plc", "parts", 104, True, utc(8, 0, 3))])
+    engine.evaluate(utc(8, 0, 4))
+    (h8,) = engine.evaluate(utc(9, 0, 11)).buckets["M1"]
+    te = h8.elements
+    assert (te.pq, te.counter_resets, te.counter_jumps, te.counter_wraps) == (4, 0, 0, 0)
+
+
+# --- resuming planned work: samples read before a break's end or a shift's start -------------------
+
+
+def resume_config() -> AgentConfig:
+    """One machine on a Modbus unit read every second (lifetime 3 x 1 s + 1 s timeout = 4 s), one run tag.
+
+    Day shift 06:00-14:00 Monday to Friday with a break 10:00-10:15; micro-stops under 120 s.
+    """
+    return AgentConfig.model_validate(
+        {
+            "agent": {"id": "a"},
+            "site": {"firm": {"name": "F"}, "name": "S", "timezone": "Asia/Shanghai"},
+            "machines": [{"id": "M1", "name": "m", "type": "t", "digital": True, "device": "plc", "state_rules": "r"}],
+            "devices": [
+                {
+                    "id": "plc",
+                    "protocol": "modbus",
+                    "host": "127.0.0.1",
+                    "poll_interval_s": 1.0,
+                    "tags": [{"name": "run", "area": "discrete", "address": 0, "type": "bool"}],
+                }
+            ],
+            "state_rules": {"r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}]},
+            "calendar": {
+                "shifts": [
+                    {
+                        "days": ["mon", "tue", "wed", "thu", "fri"],
+                        "start": "06:00",
+                        "end": "14:00",
+                        "breaks": [{"start": "10:00", "end": "10:15"}],
+                    }
+                ]
+            },
+        }
+    )
+
+
+Read = Callable[[datetime], bool | str | None]  # the run tag read at t: a value, a read error's reason, or no read
+
+
+def poll_log(start: datetime, end: datetime, read: Read, tick_after_s: float = 0.0) -> list[Event]:
+    """The event log of an agent started at `start` reading every second until `end`.
+
+    Each read is followed by a tick `tick_after_s` later (the first tick comes right after the first read).
+    """
+    config = resume_config()
+    log: list[Event] = [StartLine(start=start, boot_id="b", speed=1.0, config_sha256=config_fingerprint(config))]
+    t = start
+    while t <= end:
+        value = read(t)
+        if isinstance(value, bool):
+            log.append(SampleLine(device="plc", tag="run", value=value, good=True, at=t))
+        elif value is not None:
+            log.append(SampleLine(device="plc", tag="run", value=None, good=False, at=t, reason=value))
+        log.append(TickLine(tick=t + timedelta(seconds=tick_after_s) if t > start else t))
+        t += timedelta(seconds=1)
+    return log
+
+
+def run_live(log: list[Event]) -> tuple[list[ClosedInterval], list[ClosedBucket]]:
+    """The log fed to a PlantEngine as the live agent does, and checked against `edgeproof kpi`'s replay of it."""
+    engine = PlantEngine(resume_config())
+    intervals: list[ClosedInterval] = []
+    buckets: list[ClosedBucket] = []
+    for event in log:
+        if isinstance(event, StartLine):
+            engine.start(event.start)
+        elif isinstance(event, SampleLine):
+            engine.ingest([event.sample()])
+        else:
+            evaluation = engine.evaluate(event.tick)
+            intervals += [iv for _, iv in evaluation.intervals]
+            buckets += evaluation.buckets.get("M1", [])
+    replayed = replay(resume_config(), log, intervals=True)
+    assert replayed.buckets["M1"] == buckets
+    assert [iv for _, iv in replayed.intervals] == intervals
+    return intervals, buckets
+
+
+def test_a_machine_restarting_after_a_break_runs_from_the_breaks_end() -> None:
+    """The last read before 10:15 says stopped (the break), the first after it, at 10:15:01, says running."""
+
+    def read(t: datetime) -> bool | None:
+        return None if t == at(10, 15) else not at(10) <= t < at(10, 15)
+
+    intervals, buckets = run_live(poll_log(at(9, 30), at(11, 0, 10), read))
+    # the 10:15:00 tick still holds the 10:14:59 sample: the state after 10:15 waits for 10:15:01
+    assert [hm(i) for i in intervals] == [
+        ("UNKNOWN", "09:00:00.000000", "09:30:00.000000", None),  # before the agent started
+        ("RUNNING", "09:30:00.000000", "10:00:00.000000", None),
+        ("PLANNED_STOP", "10:00:00.000000", "10:15:00.000000", "break"),
+    ]
+    h9, h10 = (b.elements for b in buckets)
+    assert (h9.unknown_s, h9.apt_s) == (1800, 1800)
+    assert (h10.window_s, h10.observed_s, h10.pot_s, h10.pdot_s, h10.apt_s) == (3600, 3600, 3600, 900, 2700)
+    assert (h10.micro_stop_s, h10.idle_s, h10.unknown_s, h10.running_in_planned_stop_s) == (0, 0, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("restart", "stop"),
+    [
+        (at(10, 15, 30), ("MICRO_STOP", "10:15:00.000000", "10:15:30.000000", NO_RULE_MATCHED)),
+        (at(10, 17), ("IDLE", "10:15:00.000000", "10:17:00.000000", NO_RULE_MATCHED)),  # 120 s: not micro
+    ],
+)
+def test_a_machine_still_stopped_after_a_break_is_stopped_from_the_breaks_end(
+    restart: datetime, stop: tuple[str, str, str, str]
+) -> None:
+    def read(t: datetime) -> bool | None:
+        return None if t == at(10, 15) else not at(10) <= t < restart
+
+    intervals, buckets = run_live(poll_log(at(9, 30), at(11, 0, 10), read))
+    assert [hm(i) for i in intervals][2:] == [
+        ("PLANNED_STOP", "10:00:00.000000", "10:15:00.000000", "break"),
+        stop,
+    ]
+    stopped_s = (restart - at(10, 15)).total_seconds()
+    h10 = buckets[1].elements
+    assert (h10.micro_stop_s + h10.idle_s, h10.apt_s, h10.pdot_s) == (stopped_s, 2700 - stopped_s, 900)
+
+
+def test_a_shift_start_after_a_night_off_reads_the_machine_anew() -> None:
+    """Stopped all night; reads on the second, ticks half a second later; the 06:00:00 read says running."""
+
+    def read(t: datetime) -> bool:
+        return t >= at(6, day=3)
+
+    intervals, buckets = run_live(poll_log(at(5, day=3), at(7, 0, 10, day=3), read, tick_after_s=0.5))
+    # the 06:00:00.5 tick credits 05:59:59.5-06:00 to the night and the rest to the state read at 06:00:00
+    assert [hm(i) for i in intervals] == [("NOT_SCHEDULED", "05:00:00.000000", "06:00:00.000000", "no_shift")]
+    h5, h6 = (b.elements for b in buckets)
+    assert (h5.window_s, h5.observed_s, h5.pot_s) == (3600, 3600, 0)
+    assert (h6.pot_s, h6.apt_s, h6.micro_stop_s, h6.idle_s, h6.unknown_s) == (3600, 3600, 0, 0, 0)
+
+
+@pytest.mark.parametrize("gap", [None, "timeout"])  # no read at all (stale), or reads that fail
+def test_no_fresh_sample_after_a_break_is_unknown_from_the_breaks_end(gap: str | None) -> None:
+    """Reads stop at 10:14:59 and come back at 10:15:10 (running).
+
+    Without reads, the 10:14:59 sample goes stale after 10:15:03; the 10:15:04 tick decides UNKNOWN,
+    from 10:15:00. A failed read is UNKNOWN as soon as it is made, and also from 10:15:00.
+    """
+
+    def read(t: datetime) -> bool | str | None:
+        if at(10, 15) <= t < at(10, 15, 10):
+            return gap
+        return not at(10) <= t < at(10, 15)
+
+    intervals, buckets = run_live(poll_log(at(9, 30), at(11, 0, 10), read))
+    assert [hm(i) for i in intervals][2:] == [
+        ("PLANNED_STOP", "10:00:00.000000", "10:15:00.000000", "break"),
+        ("UNKNOWN", "10:15:00.000000", "10:15:10.000000", STALE_REASON if gap is None else gap),
+    ]
+    h10 = buckets[1].elements
+    assert (h10.unknown_s, h10.observed_s, h10.apt_s, h10.micro_stop_s, h10.idle_s) == (10, 3590, 2690, 0, 0)

@@ -16,8 +16,16 @@ from edge_agent.states import StateRules
 
 TZ = ZoneInfo("Asia/Shanghai")
 CAL = Calendar.model_validate(
-    {"shifts": [{"days": ["mon", "tue", "wed", "thu", "fri"], "start": "06:00", "end": "14:00",
-                 "breaks": [{"start": "08:00", "end": "08:15"}]}]}
+    {
+        "shifts": [
+            {
+                "days": ["mon", "tue", "wed", "thu", "fri"],
+                "start": "06:00",
+                "end": "14:00",
+                "breaks": [{"start": "08:00", "end": "08:15"}],
+            }
+        ]
+    }
 )
 
 
@@ -27,12 +35,29 @@ def local(h: int, m: int = 0, day: int = 2) -> datetime:
 
 def test_calendar_segments_split_at_shift_and_break_edges() -> None:
     cal = ShiftCalendar(CAL, TZ)
-    segs = [(a.astimezone(TZ).strftime("%H:%M"), b.astimezone(TZ).strftime("%H:%M"), s)
-            for a, b, s in cal.segments(local(5, 30), local(9))]
-    assert segs == [("05:30", "06:00", "off"), ("06:00", "08:00", "work"), ("08:00", "08:15", "break"),
-                    ("08:15", "09:00", "work")]
+    segs = [
+        (a.astimezone(TZ).strftime("%H:%M"), b.astimezone(TZ).strftime("%H:%M"), s)
+        for a, b, s in cal.segments(local(5, 30), local(9))
+    ]
+    assert segs == [
+        ("05:30", "06:00", "off"),
+        ("06:00", "08:00", "work"),
+        ("08:00", "08:15", "break"),
+        ("08:15", "09:00", "work"),
+    ]
     assert cal.status_at(local(7)) == "work"
     assert cal.status_at(local(7, day=7)) == "off"  # Saturday
+
+
+def test_work_resumes_where_a_break_or_time_off_ends() -> None:
+    cal = ShiftCalendar(CAL, TZ)  # Monday to Friday 06:00-14:00, break 08:00-08:15
+    assert cal.work_resumed(local(7, 59), local(8, 20)) == local(8, 15)
+    assert cal.work_resumed(local(8, 14), local(8, 15)) == local(8, 15)  # the end is included
+    assert cal.work_resumed(local(8, 15), local(8, 16)) is None  # the start is not
+    assert cal.work_resumed(local(7), local(7, 30)) is None  # work all along
+    assert cal.work_resumed(local(13), local(6, 30, day=3)) == local(6, day=3)  # the next morning's shift
+    assert cal.work_resumed(local(5), local(8, 20)) == local(8, 15)  # of two, the later
+    assert cal.work_resumed(local(8, 20), local(8, 20)) is None
 
 
 def test_overnight_shift_ends_next_day() -> None:
@@ -58,8 +83,9 @@ def test_buckets_align_to_local_midnight_across_dst() -> None:
 
 RULES = StateRules(
     [
-        StateRule.model_validate({"state": "FAULT", "when": {"any": [{"tag": "fault", "op": "ne", "value": 0}]},
-                                  "reason": "{fault}"}),
+        StateRule.model_validate(
+            {"state": "FAULT", "when": {"any": [{"tag": "fault", "op": "ne", "value": 0}]}, "reason": "{fault}"}
+        ),
         StateRule.model_validate({"state": "SETUP", "when": {"all": [{"tag": "mode", "op": "in", "value": [1, 3]}]}}),
         StateRule.model_validate({"state": "RUNNING", "when": {"all": [{"tag": "run", "value": 1}]}}),
         StateRule.model_validate({"state": "IDLE"}),
@@ -126,10 +152,15 @@ def test_state_intervals_close_at_changes_and_calendar_edges_with_late_reason() 
     out += acc.advance(local(7, 40), "FAULT", "E42")  # the reason arrives ten minutes into the stop
     out += acc.advance(local(8, 5), "RUNNING", None)
     out += acc.advance(local(8, 20), "RUNNING", None)
-    states = [(i.state, i.start.astimezone(TZ).strftime("%H:%M"), i.end.astimezone(TZ).strftime("%H:%M"), i.reason)
-              for i in out]
-    assert states == [("UNKNOWN", "07:00", "07:30", None), ("FAULT", "07:30", "08:00", "E42"),
-                      ("PLANNED_STOP", "08:00", "08:15", None)]
+    states = [
+        (i.state, i.start.astimezone(TZ).strftime("%H:%M"), i.end.astimezone(TZ).strftime("%H:%M"), i.reason)
+        for i in out
+    ]
+    assert states == [
+        ("UNKNOWN", "07:00", "07:30", None),
+        ("FAULT", "07:30", "08:00", "E42"),
+        ("PLANNED_STOP", "08:00", "08:15", "break"),  # the calendar's reason: an unnamed break
+    ]
 
 
 def test_buckets_stay_open_until_time_passes_their_end() -> None:

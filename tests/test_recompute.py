@@ -11,20 +11,21 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
 
 from bench.kpi_bench import bench_config, engine_buckets, per_shift, synthesize, vectorized_buckets
 from connectors.sample import Sample
-from edge_agent.config import AgentConfig
-from edge_agent.engine import STALE_REASON, PlantEngine
-from edge_agent.eventlog import Event, SampleLine, StartLine, TickLine, read_events
+from edge_agent.config import AgentConfig, EventLogSettings
+from edge_agent.engine import STALE_REASON, PlantEngine, config_fingerprint
+from edge_agent.eventlog import Event, EventLogWriter, SampleLine, StartLine, TickLine, read_events
 from edge_agent.recompute import periods, replay
 from edge_agent.runtime import Agent
 from edgeproof.cli import main
 from edgeproof.clock import ClockSpec, ScaledClock
-from edgeproof.contract import MachineKpi, SiteKpi, parse_sequenced
+from edgeproof.contract import MachineKpi, SiteKpi, StateInterval, parse_sequenced
 from edgeproof.demo import agent_config_for
 from edgeproof.indicators import TimeElements, total
 from edgeproof.netutil import free_port, free_port_block
@@ -52,6 +53,11 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, P
         raw = agent_config_for("post", port_base, free_port(), out / "agent")  # nothing listens on the MQTT port
         raw["agent"]["event_log"] = str(out / "events.jsonl")
         raw["kpi"]["bucket_minutes"] = 5
+        # calendar stops with reason codes inside the 05:58-07:13 run (the day shift starts at 06:00)
+        raw["calendar"]["shifts"][0]["breaks"][0]["name"] = "tea"
+        raw["calendar"]["planned_downtime"] = [
+            {"start": "2026-09-07T06:30", "end": "2026-09-07T06:40", "reason": "tool change"}
+        ]
         config_path = out / "agent.yaml"
         config_path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
         config = AgentConfig.model_validate(raw)
@@ -102,6 +108,29 @@ def test_replay_reproduces_every_bucket_the_agent_published_exactly(recorded: tu
         assert p.site.site_ratios == agent_sites[p.start].ratios
 
 
+def test_replay_gives_the_state_intervals_the_agent_published_with_their_reasons(
+    recorded: tuple[Path, Path, AgentConfig],
+) -> None:
+    events, outbox, config = recorded
+    published = [
+        (m.machine_id, m.state, m.start, m.end, m.reason)
+        for m in outbox_messages(outbox)
+        if isinstance(m, StateInterval)
+    ]
+    result = replay(config, read_events(events), intervals=True)
+    replayed = [(m, iv.state, iv.start, iv.end, iv.reason) for m, iv in result.intervals]
+    assert published == replayed
+    tz = ZoneInfo(config.site.timezone)
+    for machine in config.machines:  # every machine, acquired or not: the calendar decides these two
+        mine = [
+            (s, a.astimezone(tz).strftime("%H:%M"), b.astimezone(tz).strftime("%H:%M"), r)
+            for m, s, a, b, r in published
+            if m == machine.id
+        ]
+        assert ("NOT_SCHEDULED", "05:55", "06:00", "no_shift") in mine
+        assert ("PLANNED_STOP", "06:30", "06:40", "planned_downtime:tool change") in mine
+
+
 def test_periods_add_elements_and_never_average_ratios(recorded: tuple[Path, Path, AgentConfig]) -> None:
     events, _, config = recorded
     result = replay(config, read_events(events))
@@ -130,7 +159,7 @@ def test_the_command_prints_the_same_numbers(
 ) -> None:
     events, _, config = recorded
     config_path = events.parent / "agent.yaml"
-    result = replay(config, read_events(events))
+    result = replay(config, read_events(events), intervals=True)
     first = min(b.start for bs in result.buckets.values() for b in bs)
     last = max(b.end for bs in result.buckets.values() for b in bs)
     rc = main(
@@ -146,10 +175,14 @@ def test_the_command_prints_the_same_numbers(
             last.isoformat(),
             "--by",
             "shift",
+            "--intervals",
         ]
     )
     assert rc == 0
     doc = json.loads(capsys.readouterr().out)
+    assert [(i["machine_id"], i["state"], i["reason"]) for i in doc["intervals"]] == [
+        (m, iv.state, iv.reason) for m, iv in result.intervals if iv.start < last and iv.end > first
+    ]
     assert doc["warnings"] == [] and doc["replay"]["starts"] == 1 and doc["replay"]["samples"] > 1000
     expected = periods(config, result, "shift", first, last)
     assert [p["label"] for p in doc["periods"]] == [p.label for p in expected]
@@ -187,42 +220,44 @@ def test_a_different_configuration_is_flagged(
 
 
 def one_machine_config() -> AgentConfig:
+    return AgentConfig.model_validate(one_machine_raw())
+
+
+def one_machine_raw() -> dict[str, Any]:
     """One machine on one Modbus unit: RUNNING while `run`, parts counted; planned all Monday, UTC."""
-    return AgentConfig.model_validate(
-        {
-            "agent": {"id": "a"},
-            "site": {"firm": {"name": "F"}, "name": "S", "timezone": "UTC"},
-            "machines": [
-                {
-                    "id": "M1",
-                    "name": "m",
-                    "type": "t",
-                    "digital": True,
-                    "device": "plc",
-                    "state_rules": "r",
-                    "counters": {"parts": "parts"},
-                }
-            ],
-            "devices": [
-                {
-                    "id": "plc",
-                    "protocol": "modbus",
-                    "host": "127.0.0.1",
-                    "port": 502,
-                    "poll_interval_s": 1.0,
-                    "timeout_s": 0.5,
-                    "tags": [
-                        {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
-                        {"name": "parts", "area": "input", "address": 0},
-                    ],
-                }
-            ],
-            "state_rules": {
-                "r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}, {"state": "IDLE"}]
-            },
-            "calendar": {"shifts": [{"days": ["mon"], "start": "00:00", "end": "00:00"}]},
-        }
-    )
+    return {
+        "agent": {"id": "a"},
+        "site": {"firm": {"name": "F"}, "name": "S", "timezone": "UTC"},
+        "machines": [
+            {
+                "id": "M1",
+                "name": "m",
+                "type": "t",
+                "digital": True,
+                "device": "plc",
+                "state_rules": "r",
+                "counters": {"parts": "parts"},
+            }
+        ],
+        "devices": [
+            {
+                "id": "plc",
+                "protocol": "modbus",
+                "host": "127.0.0.1",
+                "port": 502,
+                "poll_interval_s": 1.0,
+                "timeout_s": 0.5,
+                "tags": [
+                    {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
+                    {"name": "parts", "area": "input", "address": 0},
+                ],
+            }
+        ],
+        "state_rules": {
+            "r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}, {"state": "IDLE"}]
+        },
+        "calendar": {"shifts": [{"days": ["mon"], "start": "00:00", "end": "00:00"}]},
+    }
 
 
 def test_staleness_depends_only_on_sample_times_and_the_evaluation_instant() -> None:
@@ -278,3 +313,96 @@ def test_a_restart_in_the_log_drops_what_the_old_run_left_open_as_the_agent_did(
         600.0,
         600.0,
     )
+
+
+def write_two_runs(target: Path | EventLogSettings, fingerprint: str) -> None:
+    """Two agent runs of one machine, polled and evaluated every 30 s, as the agent's writer logs them.
+
+    Running 08:00-10:00 with a part a minute (counter 1000 at 08:00, 1120 from 10:00 on), then
+    stopped; the agent restarts at 10:30 (boot-2) and logs until 11:10.
+    """
+
+    def poll(log: EventLogWriter, t: datetime) -> None:
+        minutes = int((t - T8).total_seconds() // 60)
+        log.samples(
+            [
+                Sample("plc", "run", minutes < 120, True, t),
+                Sample("plc", "parts", 1000 + min(minutes, 120), True, t),
+            ]
+        )
+        log.tick(t)
+
+    for boot, first, last in (("boot-1", 0, 299), ("boot-2", 300, 380)):
+        log = EventLogWriter(target)
+        log.start(T8 + timedelta(seconds=30 * first), boot, 1.0, fingerprint)
+        for k in range(first, last + 1):
+            poll(log, T8 + timedelta(seconds=30 * k))
+        log.close()
+
+
+T8 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)  # a Monday
+
+
+def test_a_rotated_log_recomputes_exactly_as_one_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    raw = one_machine_raw()
+    raw["calendar"]["shifts"][0]["breaks"] = [{"start": "09:00", "end": "09:15", "name": "tea"}]
+    config = AgentConfig.model_validate(raw)
+    single, rotated = tmp_path / "single", tmp_path / "rotated"
+    for where in (single, rotated):
+        where.mkdir()
+        (where / "agent.yaml").write_text(yaml.safe_dump(raw), encoding="utf-8")
+    write_two_runs(single / "log", config_fingerprint(config))
+    write_two_runs(EventLogSettings(path=rotated / "log" / "events.jsonl", max_bytes=4096), config_fingerprint(config))
+    files = sorted((rotated / "log").iterdir())
+    assert len(files) > 2
+    for f in files:  # each file names its run: it can be read alone
+        assert isinstance(next(iter(read_events(f))), StartLine)
+
+    outputs = []
+    for where in (single, rotated):  # the same command, where `log` is one file, then a directory of files
+        monkeypatch.chdir(where)
+        argv = ["kpi", "--config", "agent.yaml", "--events", "log", "--from", "2026-03-02T08:00Z"]
+        assert main([*argv, "--to", "2026-03-02T11:00Z", "--by", "bucket", "--intervals"]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+
+    doc = json.loads(outputs[0])
+    assert doc["warnings"] == [] and doc["replay"]["starts"] == 2
+    elements = [TimeElements.model_validate(p["machines"][0]["elements"]) for p in doc["periods"]]
+    # 08: running, 59 parts (1000 at 08:00 is the baseline); 09: the tea break, 60 parts;
+    # 10: the first run's bucket was never published, the second accounts 10:00-10:30 as UNKNOWN
+    assert [(e.apt_s, e.pdot_s, e.running_in_planned_stop_s, e.pq) for e in elements] == [
+        (3600, 0, 0, 59),
+        (2700, 900, 900, 60),
+        (0, 0, 0, 0),
+    ]
+    assert (elements[2].unknown_s, elements[2].idle_s) == (1800, 1800)
+    assert [(i["state"], i["start"], i["end"], i["reason"]) for i in doc["intervals"]] == [
+        ("RUNNING", "2026-03-02T08:00:00Z", "2026-03-02T09:00:00Z", None),
+        ("PLANNED_STOP", "2026-03-02T09:00:00Z", "2026-03-02T09:15:00Z", "break:tea"),
+        ("RUNNING", "2026-03-02T09:15:00Z", "2026-03-02T10:00:00Z", None),
+        ("UNKNOWN", "2026-03-02T10:00:00Z", "2026-03-02T10:30:00Z", None),
+    ]
+
+    # a file of the set read alone: accounting starts at its first line, and the missing part is reported
+    alone = replay(config, read_events(files[1]))
+    assert len(alone.starts) == 1 and alone.warnings[0].startswith(
+        "log_file_missing: boot boot-1 goes on in file part 2"
+    )
+
+
+def test_counter_source_times_are_logged_and_replayed_in_source_order(tmp_path: Path) -> None:
+    config = one_machine_config()
+    log = EventLogWriter(tmp_path / "events.jsonl")
+    log.start(T8, "boot-1", 1.0, "x")
+    # 1005 was stamped at 08:00:10 but reached the agent after 1012 (stamped 08:00:20): in source order
+    # 1000 -> 1005 -> 1012, no reset; in arrival order 1012 -> 1005 would be a reset counting 1005 parts
+    for read, source, value in ((1, 0, 1000), (21, 20, 1012), (22, 10, 1005)):
+        log.samples([Sample("plc", "parts", value, True, T8 + timedelta(seconds=read), T8 + timedelta(seconds=source))])
+    for t in (T8 + timedelta(seconds=30), T8 + timedelta(hours=1, seconds=15)):
+        log.tick(t)
+    log.close()
+    (bucket,) = replay(config, read_events(tmp_path / "events.jsonl")).buckets["M1"]
+    assert (bucket.elements.pq, bucket.elements.counter_resets, bucket.elements.counter_late) == (12, 0, 0)
