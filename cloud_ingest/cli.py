@@ -1,4 +1,4 @@
-"""Command line of the cloud side: `ingest` (MQTT → SQLite) and `report` (before/after evidence).
+"""Command line of the cloud side: `ingest` (MQTT → SQLite), `report` (before/after evidence), `gaps`.
 
 Mounted by `edgeproof.cli` as `edgeproof ingest` / `edgeproof report`; also runs standalone as
 `python -m cloud_ingest ...`.
@@ -20,7 +20,7 @@ from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService
 from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.render import pct
 from cloud_ingest.report import ReportError, UnknownAgent, build_report, write_report
-from cloud_ingest.store import Store
+from cloud_ingest.store import GapReport, Neighbour, Store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,8 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mqtt-host", default="127.0.0.1", help="broker host (default: 127.0.0.1)")
     parser.add_argument("--mqtt-port", type=int, default=1883, help="broker port (default: 1883)")
     parser.add_argument(
-        "--client-id", default=DEFAULT_CLIENT_ID,
+        "--client-id",
+        default=DEFAULT_CLIENT_ID,
         help=f"stable MQTT client id of the persistent session (default: {DEFAULT_CLIENT_ID})",
     )
     parser.add_argument(
@@ -113,9 +114,11 @@ def format_table(report: EvidenceReport) -> str:
     rows = [("indicator", "baseline", "post", "change", "points")]
     for i in report.indicators:
         change = "—" if i.change is None else f"{i.change * 100:+.1f} pp"
-        points = f"{i.baseline.band_points:g} → {i.post.band_points:g}" if (
-            i.scored and i.baseline.band_points is not None and i.post.band_points is not None
-        ) else ""
+        points = (
+            f"{i.baseline.band_points:g} → {i.post.band_points:g}"
+            if (i.scored and i.baseline.band_points is not None and i.post.band_points is not None)
+            else ""
+        )
         rows.append((i.label.en, pct(i.baseline.value), pct(i.post.value), change, points))
     width = max(len(r[0]) for r in rows)
     lines = [f"{r[0]:<{width}}  {r[1]:>9}  {r[2]:>9}  {r[3]:>10}  {r[4]}".rstrip() for r in rows]
@@ -153,10 +156,55 @@ def run_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- gaps --------------------------------------------------------------------------------------
+
+
+def add_gaps_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_common(parser)
+    parser.add_argument("--agent", required=True, help="agent id")
+    parser.add_argument("--json", action="store_true", help="print the gap report as JSON")
+
+
+def _side(n: Neighbour | None) -> str:
+    if n is None:
+        return "start"
+    return f"seq {n.seq} (produced {n.produced_at:%Y-%m-%dT%H:%M:%SZ}, received {n.received_at:%Y-%m-%dT%H:%M:%SZ})"
+
+
+def format_gaps(report: GapReport) -> str:
+    lines = [
+        f"agent {report.agent_id}: {report.received} stored, highest seq {report.highest_seq}; "
+        f"{report.evicted} declared evicted ({len(report.declarations)} declaration(s)), {report.missing} missing, "
+        f"{report.declared_but_received} declared but received"
+    ]
+    for g in report.gaps:
+        what = "missing" if g.declared_by is None else f"evicted ({g.reason}), declared by seq {g.declared_by}"
+        span = f"{g.first}" if g.first == g.last else f"{g.first}-{g.last}"
+        lines.append(f"  seq {span} ({g.count}): {what}; after {_side(g.after)}, before {_side(g.before)}")
+    return "\n".join(lines)
+
+
+def run_gaps(args: argparse.Namespace) -> int:
+    """Print an agent's gap report; exit 2 on a missing store or an agent it has never heard of."""
+    _setup_logging(args.log_level)
+    if not Path(args.db).is_file():
+        print(f"gaps: error: no store at {args.db}", file=sys.stderr)
+        return 2
+    with Store(args.db) as store:
+        if not store.has_agent(args.agent):
+            print(f"gaps: error: no messages of agent {args.agent!r} in {args.db}", file=sys.stderr)
+            return 2
+        report = store.gap_report(args.agent)
+    print(report.model_dump_json(indent=2) if args.json else format_gaps(report))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloud_ingest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_ingest_arguments(sub.add_parser("ingest", help="run the cloud ingest (MQTT → SQLite)"))
     add_report_arguments(sub.add_parser("report", help="build before/after evidence from a store"))
+    add_gaps_arguments(sub.add_parser("gaps", help="an agent's sequence gaps: declared evicted or missing"))
     args = parser.parse_args(argv)
-    return run_ingest(args) if args.command == "ingest" else run_report(args)
+    runners = {"ingest": run_ingest, "report": run_report, "gaps": run_gaps}
+    return runners[args.command](args)

@@ -4,6 +4,8 @@ One SQLite file in WAL mode. `ingest()` validates one MQTT message against the c
 either stores it (plus its derived rows, in the same transaction), counts it as a duplicate,
 records the agent's retained status, or files it as a dead letter with a reason. Invalid input
 never raises; only a failing database does, so the caller can leave the message unacknowledged.
+An agent's eviction declarations are kept with their ranges, so that `gap_report()` can tell a
+declared loss from a message that went missing.
 """
 
 from __future__ import annotations
@@ -19,11 +21,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ValidationError
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from edgeproof.contract import (
     SEQUENCED_KINDS,
+    AnySequenced,
     BirthMessage,
+    EvictionDeclaration,
+    EvictionReason,
+    HealthMessage,
     MachineKpi,
     SiteKpi,
     StateInterval,
@@ -35,13 +41,13 @@ from edgeproof.indicators import TimeElements
 
 log = logging.getLogger(__name__)
 
-IngestResult = Literal["stored", "duplicate", "dead_letter", "status"]
-SequencedMessage = BirthMessage | StateInterval | MachineKpi | SiteKpi
+IngestResult = Literal["stored", "duplicate", "dead_letter", "status", "health"]
+SequencedMessage = AnySequenced
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 # A dead letter keeps this much of an oversized payload: enough to identify it, not to fill the disk.
 DEAD_LETTER_KEEP_BYTES = 64 << 10
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3  # 2: eviction declarations (evictions, evicted_ranges); 3: health, messages.historical
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -53,6 +59,7 @@ CREATE TABLE IF NOT EXISTS messages (
     received_at TEXT NOT NULL,
     topic TEXT NOT NULL,
     payload TEXT NOT NULL,
+    historical INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (agent_id, seq)
 );
 CREATE TABLE IF NOT EXISTS duplicates (
@@ -104,12 +111,39 @@ CREATE TABLE IF NOT EXISTS births (
     payload TEXT NOT NULL,
     PRIMARY KEY (agent_id, seq)
 );
+CREATE TABLE IF NOT EXISTS health (
+    agent_id TEXT PRIMARY KEY,
+    at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    payload TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS status (
     agent_id TEXT PRIMARY KEY,
     online INTEGER NOT NULL,
     boot_id TEXT NOT NULL,
     at TEXT,
     received_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS evictions (
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    produced_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    bytes INTEGER NOT NULL,
+    kinds TEXT NOT NULL,
+    oldest_produced_at TEXT,
+    newest_produced_at TEXT,
+    PRIMARY KEY (agent_id, seq)
+);
+CREATE TABLE IF NOT EXISTS evicted_ranges (
+    agent_id TEXT NOT NULL,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL,
+    declared_by INTEGER NOT NULL,
+    PRIMARY KEY (agent_id, first, declared_by)
 );
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -136,8 +170,14 @@ def parse_iso(text: str) -> datetime:
 # Errors caused by one message's data; any other sqlite3.Error (I/O, locked, corrupt) is the
 # database's and propagates, so the message stays unacknowledged.
 _MESSAGE_ERRORS: tuple[type[Exception], ...] = (
-    sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError, ValueError, TypeError, OverflowError,
-    KeyError, AttributeError,
+    sqlite3.IntegrityError,
+    sqlite3.DataError,
+    sqlite3.InterfaceError,
+    ValueError,
+    TypeError,
+    OverflowError,
+    KeyError,
+    AttributeError,
 )
 SQLITE_MAX_INT = 2**63 - 1
 
@@ -174,6 +214,94 @@ class AgentStatus:
     boot_id: str
     at: datetime | None
     received_at: datetime
+
+
+class Neighbour(BaseModel):
+    """A stored message next to a gap: when it was produced and when it arrived."""
+
+    seq: int
+    produced_at: AwareDatetime
+    received_at: AwareDatetime
+
+
+class EvictionRecord(BaseModel):
+    """One stored eviction declaration of an agent's outbox."""
+
+    seq: int = Field(description="the declaration's own sequence number")
+    boot_id: str
+    produced_at: AwareDatetime
+    received_at: AwareDatetime
+    reason: EvictionReason
+    count: int
+    bytes: int
+    kinds: dict[str, int]
+    oldest_produced_at: AwareDatetime | None
+    newest_produced_at: AwareDatetime | None
+    ranges: list[tuple[int, int]]
+
+
+class GapSegment(BaseModel):
+    """Part of a gap: either declared evicted by one declaration, or missing without explanation."""
+
+    first: int
+    last: int
+    count: int
+    status: Literal["evicted", "missing"]
+    declared_by: int | None = Field(description="seq of the eviction declaration covering it")
+    reason: EvictionReason | None = Field(description="the declaration's reason: bytes or age")
+    after: Neighbour | None = Field(description="the stored message just before the gap; none when it starts at 1")
+    before: Neighbour | None = Field(description="the stored message just after the gap")
+
+
+class GapReport(BaseModel):
+    """Every missing sequence number of an agent, split into declared-evicted and missing parts."""
+
+    agent_id: str
+    received: int = Field(description="messages stored")
+    highest_seq: int | None
+    gaps: list[GapSegment]
+    evicted: int = Field(description="numbers in evicted segments")
+    missing: int = Field(description="numbers in missing segments: lost without a declaration, or still on the way")
+    declarations: list[EvictionRecord]
+    declared_but_received: int = Field(
+        description="numbers a declaration names that were stored anyway (in flight when the outbox evicted them)"
+    )
+
+
+def _split_gap(
+    first: int, last: int, declared: list[tuple[int, int, int, str]], start: int
+) -> list[tuple[int, int, int | None, str | None]]:
+    """(first, last, declaration seq or None, reason or None) parts of one gap, ascending.
+
+    `declared` is (first, last, declared_by, reason) sorted by first; `start` is the index of its
+    first range that can reach this gap.
+    """
+    parts: list[tuple[int, int, int | None, str | None]] = []
+    pos = first
+    for lo, hi, by, reason in declared[start:]:
+        if lo > last:
+            break
+        if hi < pos:
+            continue  # ends before the uncovered rest (overlapping declarations)
+        if lo > pos:
+            parts.append((pos, lo - 1, None, None))
+        end = min(hi, last)
+        parts.append((max(lo, pos), end, by, reason))
+        pos = end + 1
+        if pos > last:
+            break
+    if pos <= last:
+        parts.append((pos, last, None, None))
+    return parts
+
+
+def _same_but_transport(stored: str, message: AnySequenced) -> bool:
+    """The same message, sent once live and once again from the backlog (`historical` differs)."""
+    try:
+        first = parse_sequenced(stored)
+    except ValidationError:
+        return False
+    return first.model_copy(update={"historical": False}) == message.model_copy(update={"historical": False})
 
 
 def _safe_text(text: str) -> str:
@@ -216,9 +344,13 @@ class Store:
             # survive a power cut, not just a process crash.
             self._conn.execute("PRAGMA synchronous=FULL")
             (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-            if version != SCHEMA_VERSION:  # only a new file is written to here; readers stay readers
-                if version not in (0, SCHEMA_VERSION):
+            if version != SCHEMA_VERSION:  # only a new or older file is written to here; readers stay readers
+                if not 0 <= version <= SCHEMA_VERSION:
                     raise RuntimeError(f"{self.path}: store schema version {version}, expected {SCHEMA_VERSION}")
+                columns = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
+                if columns and "historical" not in columns:  # before schema 3
+                    self._conn.execute("ALTER TABLE messages ADD COLUMN historical INTEGER NOT NULL DEFAULT 0")
+                # every other change so far only adds tables, which the idempotent script creates
                 self._conn.executescript(_SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         log.debug("store open path=%s", self.path)
@@ -237,6 +369,9 @@ class Store:
             if isinstance(message, StatusMessage):
                 self._store_status(message, received)
                 return "status"
+            if isinstance(message, HealthMessage):
+                self._store_health(message, received)
+                return "health"
             return self._store_sequenced(message, topic, raw.decode("utf-8"), received)
         except Rejected as exc:
             return self._dead_letter(received, topic, agent_id, raw, str(exc))
@@ -248,13 +383,13 @@ class Store:
 
     def _validate(
         self, topic: str, parsed: tuple[str, str] | None, raw: bytes
-    ) -> StatusMessage | SequencedMessage:
+    ) -> StatusMessage | HealthMessage | SequencedMessage:
         if len(raw) > self.max_payload_bytes:
             raise Rejected(f"payload too large: {len(raw)} bytes > limit {self.max_payload_bytes}")
         if parsed is None:
             raise Rejected(f"topic not in contract: {topic!r}")
         agent_id, kind = parsed
-        if kind != "status" and kind not in SEQUENCED_KINDS:
+        if kind not in ("status", "health") and kind not in SEQUENCED_KINDS:
             raise Rejected(f"unknown message kind in topic: {kind!r}")
         if not raw:
             raise Rejected("empty payload")
@@ -270,9 +405,14 @@ class Store:
             raise Rejected(f"schema violation: payload is a JSON {_json_type(body)}, not an object")
         if "kind" in body and body["kind"] != kind:
             raise Rejected(f"kind mismatch: topic says {kind!r}, payload says {body['kind']!r}")
-        message: StatusMessage | SequencedMessage
+        message: StatusMessage | HealthMessage | SequencedMessage
         try:
-            message = StatusMessage.model_validate_json(text) if kind == "status" else parse_sequenced(text)
+            if kind == "status":
+                message = StatusMessage.model_validate_json(text)
+            elif kind == "health":
+                message = HealthMessage.model_validate_json(text)
+            else:
+                message = parse_sequenced(text)
         except ValidationError as exc:
             raise Rejected(f"schema violation: {_describe(exc)}") from None
         if message.agent_id != agent_id:
@@ -300,14 +440,29 @@ class Store:
         log.warning("dead letter topic=%s bytes=%d reason=%s", topic, len(raw), reason)
         return "dead_letter"
 
+    def _store_health(self, message: HealthMessage, received: str) -> None:
+        """Only the latest reading per agent: health is live state, not evidence."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO health (agent_id, at, received_at, payload) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (agent_id) DO UPDATE SET at = excluded.at, received_at = excluded.received_at, "
+                "payload = excluded.payload WHERE excluded.at >= health.at",
+                (message.agent_id, iso(message.at), received, message.model_dump_json()),
+            )
+
     def _store_status(self, message: StatusMessage, received: str) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO status (agent_id, online, boot_id, at, received_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (agent_id) DO UPDATE SET online = excluded.online, boot_id = excluded.boot_id, "
                 "at = excluded.at, received_at = excluded.received_at",
-                (message.agent_id, int(message.online), message.boot_id,
-                 iso(message.at) if message.at else None, received),
+                (
+                    message.agent_id,
+                    int(message.online),
+                    message.boot_id,
+                    iso(message.at) if message.at else None,
+                    received,
+                ),
             )
         log.info("status agent=%s online=%s boot=%s", message.agent_id, message.online, message.boot_id)
 
@@ -315,16 +470,17 @@ class Store:
         with self._transaction() as db:
             inserted = db.execute(
                 "INSERT OR IGNORE INTO messages (agent_id, seq, boot_id, kind, produced_at, received_at, topic, "
-                "payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.agent_id, m.seq, m.boot_id, m.kind, iso(m.produced_at), received, topic, text),
+                "payload, historical) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (m.agent_id, m.seq, m.boot_id, m.kind, iso(m.produced_at), received, topic, text, int(m.historical)),
             ).rowcount
             if inserted:
-                self._store_derived(db, m)
+                self._store_derived(db, m, received)
             else:
                 (stored,) = db.execute(
                     "SELECT payload FROM messages WHERE agent_id = ? AND seq = ?", (m.agent_id, m.seq)
                 ).fetchone()
-                if stored == text:
+                same = stored == text or _same_but_transport(stored, m)
+                if same:
                     db.execute(
                         "INSERT INTO duplicates (agent_id, seq, received_at) VALUES (?, ?, ?)",
                         (m.agent_id, m.seq, received),
@@ -332,25 +488,38 @@ class Store:
         if inserted:
             log.debug("stored agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
             return "stored"
-        if stored == text:
+        if same:
             log.info("duplicate agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
             return "duplicate"
         # Same (agent, seq), different content: the agent reused a sequence number. Keep the first,
         # file the second: silently choosing either would falsify the evidence.
         return self._dead_letter(
-            received, topic, m.agent_id, text.encode(),
+            received,
+            topic,
+            m.agent_id,
+            text.encode(),
             f"sequence conflict: seq {m.seq} of agent {m.agent_id!r} already stored with a different payload",
         )
 
     @staticmethod
-    def _store_derived(db: sqlite3.Connection, m: SequencedMessage) -> None:
+    def _store_derived(db: sqlite3.Connection, m: SequencedMessage, received: str) -> None:
         if isinstance(m, MachineKpi):
             db.execute(
                 "INSERT INTO kpi (agent_id, seq, machine_id, bucket_start, bucket_end, elements, availability, "
                 "performance, quality, oee, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.agent_id, m.seq, m.machine_id, iso(m.bucket_start), iso(m.bucket_end),
-                 m.elements.model_dump_json(), m.availability, m.performance, m.quality, m.oee,
-                 json.dumps(m.flags)),
+                (
+                    m.agent_id,
+                    m.seq,
+                    m.machine_id,
+                    iso(m.bucket_start),
+                    iso(m.bucket_end),
+                    m.elements.model_dump_json(),
+                    m.availability,
+                    m.performance,
+                    m.quality,
+                    m.oee,
+                    json.dumps(m.flags),
+                ),
             )
         elif isinstance(m, StateInterval):
             db.execute(
@@ -362,6 +531,28 @@ class Store:
             db.execute(
                 "INSERT INTO site (agent_id, seq, bucket_start, bucket_end, payload) VALUES (?, ?, ?, ?, ?)",
                 (m.agent_id, m.seq, iso(m.bucket_start), iso(m.bucket_end), m.model_dump_json()),
+            )
+        elif isinstance(m, EvictionDeclaration):
+            db.execute(
+                "INSERT INTO evictions (agent_id, seq, boot_id, produced_at, received_at, reason, count, bytes, "
+                "kinds, oldest_produced_at, newest_produced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    m.agent_id,
+                    m.seq,
+                    m.boot_id,
+                    iso(m.produced_at),
+                    received,
+                    m.reason,
+                    m.count,
+                    m.bytes,
+                    json.dumps(m.kinds, sort_keys=True),
+                    iso(m.oldest_produced_at) if m.oldest_produced_at else None,
+                    iso(m.newest_produced_at) if m.newest_produced_at else None,
+                ),
+            )
+            db.executemany(
+                "INSERT INTO evicted_ranges (agent_id, first, last, declared_by) VALUES (?, ?, ?, ?)",
+                [(m.agent_id, first, last, m.seq) for first, last in m.ranges],
             )
         else:
             db.execute(
@@ -399,6 +590,106 @@ class Store:
         )
         return [(int(a), int(b)) for a, b in rows]
 
+    def evictions(self, agent_id: str) -> list[EvictionRecord]:
+        """The agent's eviction declarations, by seq, each with its ranges."""
+        ranges: dict[int, list[tuple[int, int]]] = {}
+        for first, last, by in self._query(
+            "SELECT first, last, declared_by FROM evicted_ranges WHERE agent_id = ? ORDER BY declared_by, first",
+            (agent_id,),
+        ):
+            ranges.setdefault(int(by), []).append((int(first), int(last)))
+        rows = self._query(
+            "SELECT seq, boot_id, produced_at, received_at, reason, count, bytes, kinds, oldest_produced_at, "
+            "newest_produced_at FROM evictions WHERE agent_id = ? ORDER BY seq",
+            (agent_id,),
+        )
+        return [
+            EvictionRecord(
+                seq=int(seq),
+                boot_id=str(boot),
+                produced_at=parse_iso(str(produced)),
+                received_at=parse_iso(str(received)),
+                reason=reason,
+                count=int(count),
+                bytes=int(size),
+                kinds=json.loads(str(kinds)),
+                oldest_produced_at=parse_iso(str(oldest)) if oldest else None,
+                newest_produced_at=parse_iso(str(newest)) if newest else None,
+                ranges=ranges.get(int(seq), []),
+            )
+            for seq, boot, produced, received, reason, count, size, kinds, oldest, newest in rows
+        ]
+
+    def gap_report(self, agent_id: str) -> GapReport:
+        """`gaps()` with the neighbours of each gap and which parts the agent declared evicted.
+
+        A gap covered by eviction declarations is "evicted" (split at each declaration), whatever
+        no declaration covers is "missing".
+        """
+        with self._lock:  # one snapshot while the ingest may be writing
+            self._conn.execute("BEGIN")
+            try:
+                holes = self._conn.execute(
+                    "SELECT prev + 1, seq - 1, prev, prev_produced, prev_received, seq, produced_at, received_at "
+                    "FROM (SELECT seq, produced_at, received_at, LAG(seq, 1, 0) OVER w AS prev, "
+                    "LAG(produced_at) OVER w AS prev_produced, LAG(received_at) OVER w AS prev_received "
+                    "FROM messages WHERE agent_id = ? WINDOW w AS (ORDER BY seq)) WHERE seq - prev > 1 ORDER BY seq",
+                    (agent_id,),
+                ).fetchall()
+                declared = [
+                    (int(a), int(b), int(by), str(reason))
+                    for a, b, by, reason in self._conn.execute(
+                        "SELECT r.first, r.last, r.declared_by, e.reason FROM evicted_ranges r JOIN evictions e "
+                        "ON e.agent_id = r.agent_id AND e.seq = r.declared_by WHERE r.agent_id = ? "
+                        "ORDER BY r.first, r.declared_by",
+                        (agent_id,),
+                    )
+                ]
+                received, highest = self._conn.execute(
+                    "SELECT COUNT(*), MAX(seq) FROM messages WHERE agent_id = ?", (agent_id,)
+                ).fetchone()
+                (overlap,) = self._conn.execute(
+                    "SELECT COUNT(*) FROM evicted_ranges r JOIN messages m ON m.agent_id = r.agent_id "
+                    "AND m.seq BETWEEN r.first AND r.last WHERE r.agent_id = ?",
+                    (agent_id,),
+                ).fetchone()
+            finally:
+                self._conn.execute("COMMIT")
+        segments: list[GapSegment] = []
+        start = 0
+        for first, last, prev, prev_produced, prev_received, nxt, produced, arrived in holes:
+            after = (
+                Neighbour(seq=prev, produced_at=parse_iso(prev_produced), received_at=parse_iso(prev_received))
+                if prev
+                else None
+            )
+            before = Neighbour(seq=nxt, produced_at=parse_iso(produced), received_at=parse_iso(arrived))
+            while start < len(declared) and declared[start][1] < first:
+                start += 1
+            for a, b, by, reason in _split_gap(int(first), int(last), declared, start):
+                segments.append(
+                    GapSegment(
+                        first=a,
+                        last=b,
+                        count=b - a + 1,
+                        status="missing" if by is None else "evicted",
+                        declared_by=by,
+                        reason=reason,
+                        after=after,
+                        before=before,
+                    )
+                )
+        return GapReport(
+            agent_id=agent_id,
+            received=int(received),
+            highest_seq=int(highest) if highest is not None else None,
+            gaps=segments,
+            evicted=sum(g.count for g in segments if g.status == "evicted"),
+            missing=sum(g.count for g in segments if g.status == "missing"),
+            declarations=self.evictions(agent_id),
+            declared_but_received=int(overlap),
+        )
+
     @property
     def duplicate_count(self) -> int:
         return int(self._query("SELECT COUNT(*) FROM duplicates")[0][0])
@@ -409,8 +700,10 @@ class Store:
 
     def dead_letters(self, agent_id: str | None = None) -> list[DeadLetter]:
         sql = "SELECT id, received_at, topic, agent_id, payload, reason FROM dead_letters"
-        rows = self._query(sql + " WHERE agent_id = ? ORDER BY id", (agent_id,)) if agent_id else self._query(
-            sql + " ORDER BY id"
+        rows = (
+            self._query(sql + " WHERE agent_id = ? ORDER BY id", (agent_id,))
+            if agent_id
+            else self._query(sql + " ORDER BY id")
         )
         return [
             DeadLetter(int(i), parse_iso(str(r)), str(t), a if a is None else str(a), bytes(p), str(why))
@@ -451,8 +744,15 @@ class Store:
             (agent_id, iso(start), iso(end)),
         )
         return [
-            KpiRow(str(a), int(s), str(mid), parse_iso(str(bs)), parse_iso(str(be)),
-                   TimeElements.model_validate_json(str(el)), json.loads(str(fl)))
+            KpiRow(
+                str(a),
+                int(s),
+                str(mid),
+                parse_iso(str(bs)),
+                parse_iso(str(be)),
+                TimeElements.model_validate_json(str(el)),
+                json.loads(str(fl)),
+            )
             for a, s, mid, bs, be, el, fl in rows
         ]
 
@@ -468,9 +768,7 @@ class Store:
     def latest_birth(self, agent_id: str, produced_before: datetime | None = None) -> BirthMessage | None:
         """The agent's latest BirthMessage (by seq), optionally only those produced before a time."""
         if produced_before is None:
-            rows = self._query(
-                "SELECT payload FROM births WHERE agent_id = ? ORDER BY seq DESC LIMIT 1", (agent_id,)
-            )
+            rows = self._query("SELECT payload FROM births WHERE agent_id = ? ORDER BY seq DESC LIMIT 1", (agent_id,))
         else:
             rows = self._query(
                 "SELECT payload FROM births WHERE agent_id = ? AND produced_at < ? ORDER BY seq DESC LIMIT 1",
@@ -485,8 +783,14 @@ class Store:
         if not rows:
             return None
         a, online, boot, at, received = rows[0]
-        return AgentStatus(str(a), bool(online), str(boot), parse_iso(str(at)) if at else None,
-                           parse_iso(str(received)))
+        return AgentStatus(
+            str(a), bool(online), str(boot), parse_iso(str(at)) if at else None, parse_iso(str(received))
+        )
+
+    def health(self, agent_id: str) -> HealthMessage | None:
+        """The agent's latest health reading, if one arrived."""
+        rows = self._query("SELECT payload FROM health WHERE agent_id = ?", (agent_id,))
+        return HealthMessage.model_validate_json(str(rows[0][0])) if rows else None
 
     def close(self) -> None:
         with self._lock:

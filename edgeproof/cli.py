@@ -21,6 +21,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "probe": ("connectors.probe", "add_arguments", "run", "commissioning: decode Modbus registers, browse OPC UA"),
     "ingest": ("cloud_ingest.cli", "add_ingest_arguments", "run_ingest", "run the cloud ingest (MQTT → SQLite)"),
     "report": ("cloud_ingest.cli", "add_report_arguments", "run_report", "build before/after evidence from a store"),
+    "gaps": (
+        "cloud_ingest.cli",
+        "add_gaps_arguments",
+        "run_gaps",
+        "an agent's sequence gaps: evicted or missing",
+    ),
     "kpi": ("edge_agent.recompute", "add_arguments", "run", "recompute every indicator from an agent's event log"),
 }
 

@@ -3,7 +3,7 @@
 Imported by both the agent and the ingest; depends on pydantic and the indicator models only.
 Every sequenced message carries the agent id, the boot id and a per-agent sequence number that
 survives restarts, so the cloud can prove what arrived, what is missing and what is duplicated.
-The retained status message is the only unsequenced one.
+The retained status message and the periodic health message are the only unsequenced ones.
 """
 
 from __future__ import annotations
@@ -57,12 +57,57 @@ class StatusMessage(_Strict):
     at: AwareDatetime | None = None
 
 
+DeviceStatus = Literal["ok", "degraded", "down"]
+
+
+class DeviceHealth(_Strict):
+    device_id: str
+    protocol: str
+    status: DeviceStatus = Field(description="ok: every tag good; degraded: some bad; down: none good")
+    tags: int = Field(ge=0)
+    bad_tags: int = Field(ge=0, description="tags whose latest sample is bad (with a reason)")
+    good_samples: int = Field(ge=0, description="good samples read since the agent started")
+    poll_overruns: int = Field(ge=0, description="poll cycles that took longer than their period")
+
+
+class OutboxHealth(_Strict):
+    depth: int = Field(ge=0, description="messages waiting for a PUBACK")
+    bytes: int = Field(ge=0)
+    oldest_age_s: float | None = Field(ge=0, description="age of the oldest waiting message; None when empty")
+    evicted_messages: int = Field(ge=0, description="evicted since the outbox was created (declared upstream)")
+    evicted_bytes: int = Field(ge=0)
+
+
+class HealthMessage(_Strict):
+    """Periodic on `<root>/<agent>/health`, QoS 0, not sequenced: live state, not evidence.
+
+    The same numbers the agent serves as Prometheus metrics.
+    """
+
+    v: Literal[1] = 1
+    kind: Literal["health"] = "health"
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    boot_id: str = Field(min_length=1)
+    agent_version: str
+    at: AwareDatetime = Field(description="plant clock time of the reading, UTC")
+    uptime_s: float = Field(ge=0, description="wall seconds since the agent started")
+    connected: bool = Field(description="the MQTT session is up")
+    published: int = Field(ge=0, description="messages acknowledged by the broker since the agent started")
+    publish_rate_per_s: float = Field(ge=0, description="acknowledged messages per wall second since the last reading")
+    samples_read: int = Field(ge=0)
+    outbox: OutboxHealth
+    devices: list[DeviceHealth]
+
+
 class _Sequenced(_Strict):
     v: Literal[1] = 1
     agent_id: str = Field(pattern=AGENT_ID_PATTERN)
     boot_id: str = Field(min_length=1)
     seq: int = Field(ge=1, lt=2**63, description="per-agent, gap-free, survives restarts")
     produced_at: AwareDatetime = Field(description="plant clock time the message was produced, UTC")
+    historical: bool = Field(
+        False, description="sent from the agent's backlog after a reconnect, not live; transport only, never evidence"
+    )
 
 
 class Firm(_Strict):
@@ -148,12 +193,56 @@ class SiteKpi(_Bucketed):
     ratios: SiteRatios
 
 
-SequencedMessage = Annotated[BirthMessage | StateInterval | MachineKpi | SiteKpi, Field(discriminator="kind")]
-SEQUENCED_KINDS = ("birth", "state", "kpi", "site")
+EvictionReason = Literal["bytes", "age"]
+
+
+class EvictionDeclaration(_Sequenced):
+    """The agent's outbox dropped these messages unsent, to stay within its bounds.
+
+    Written in the same transaction that deletes them, so an eviction is never silent: the cloud
+    can tell a declared loss from a message that went missing on the way.
+    """
+
+    kind: Literal["evicted"] = "evicted"
+    reason: EvictionReason = Field(description="bytes: over outbox.max_bytes; age: older than outbox.max_age_s")
+    ranges: list[tuple[int, int]] = Field(
+        min_length=1, description="evicted sequence numbers as inclusive [first, last] runs, ascending"
+    )
+    count: int = Field(ge=1, description="messages evicted; equals the numbers the ranges cover")
+    bytes: int = Field(ge=0, description="payload bytes evicted")
+    kinds: dict[str, int] = Field(default_factory=dict, description="evicted messages per kind")
+    oldest_produced_at: AwareDatetime | None = Field(description="earliest produced_at among the evicted")
+    newest_produced_at: AwareDatetime | None = Field(description="latest produced_at among the evicted")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> EvictionDeclaration:
+        previous = 0
+        for first, last in self.ranges:
+            if first <= previous or last < first:
+                raise ValueError("ranges must be ascending, disjoint [first, last] pairs of sequence numbers >= 1")
+            previous = last
+        if previous >= self.seq:
+            raise ValueError("a declaration can only name sequence numbers below its own")
+        if sum(last - first + 1 for first, last in self.ranges) != self.count:
+            raise ValueError("count differs from the numbers the ranges cover")
+        if self.kinds and sum(self.kinds.values()) != self.count:
+            raise ValueError("kinds do not add up to count")
+        if (
+            self.oldest_produced_at is not None
+            and self.newest_produced_at is not None
+            and self.newest_produced_at < self.oldest_produced_at
+        ):
+            raise ValueError("newest_produced_at is before oldest_produced_at")
+        return self
+
+
+AnySequenced = BirthMessage | StateInterval | MachineKpi | SiteKpi | EvictionDeclaration
+SequencedMessage = Annotated[AnySequenced, Field(discriminator="kind")]
+SEQUENCED_KINDS = ("birth", "state", "kpi", "site", "evicted")
 _sequenced = TypeAdapter(SequencedMessage)
 
 
-def parse_sequenced(payload: bytes | str) -> BirthMessage | StateInterval | MachineKpi | SiteKpi:
+def parse_sequenced(payload: bytes | str) -> AnySequenced:
     """Validate one sequenced payload; raises pydantic.ValidationError with the reason."""
     return _sequenced.validate_json(payload)
 

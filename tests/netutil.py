@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from edgeproof.netutil import free_port, free_port_block, wait_port
 
-__all__ = ["Mosquitto", "free_port", "free_port_block", "start_simulator", "wait_port"]
+__all__ = ["Mosquitto", "MosquittoTls", "free_port", "free_port_block", "start_simulator", "wait_port"]
+
+
+@dataclass(frozen=True)
+class MosquittoTls:
+    """PEM files for a TLS listener; `require_certificate` makes it mutual TLS."""
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
 
 
 class Mosquitto:
     """A private Mosquitto on a free loopback port, in its own temp dir; stop() and start() again."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, workdir: Path, port: int | None = None, tls: MosquittoTls | None = None, extra_conf: str = ""
+    ) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (Debian package 'mosquitto'; .ci/run installs it)")
@@ -23,12 +37,22 @@ class Mosquitto:
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
+        listener = f"listener {self.port} 127.0.0.1\n"
+        if os.geteuid() == 0:
+            # as root Mosquitto would switch to the 'mosquitto' user, which cannot read the test's
+            # private temp dirs: certificates, persistence and log
+            listener = "user root\n" + listener
+        if tls is not None:
+            listener += (
+                f"cafile {tls.cafile}\ncertfile {tls.certfile}\nkeyfile {tls.keyfile}\n"
+                f"require_certificate {'true' if tls.require_certificate else 'false'}\n"
+            )
         self.conf.write_text(
             # persistence keeps subscribers' sessions and queued QoS 1 messages across a restart,
             # as a production broker does
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"{listener}allow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
-            f"log_dest file {workdir / 'mosquitto.log'}\n"
+            f"log_dest file {workdir / 'mosquitto.log'}\n{extra_conf}"
         )
         self.proc: subprocess.Popen[bytes] | None = None
 
