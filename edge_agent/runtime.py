@@ -10,6 +10,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from operator import itemgetter
 
 from pydantic import BaseModel
 
@@ -18,6 +19,7 @@ from connectors.sample import Sample
 from edge_agent.config import AgentConfig
 from edge_agent.engine import Evaluation, PlantEngine, config_fingerprint
 from edge_agent.eventlog import EventLogWriter
+from edge_agent.health import HealthReporter
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import MqttPublisher
 from edgeproof import __version__
@@ -30,11 +32,15 @@ from edgeproof.contract import (
     SiteIdentity,
     SiteKpi,
     StateInterval,
+    encode,
     topic,
 )
 from edgeproof.indicators import oee
 
 log = logging.getLogger(__name__)
+_good = itemgetter(3)  # Sample.good, read without a Python-level call per sample
+AGE_CHECK_S = 60.0  # wall seconds between the outbox's age checks when nothing is appended
+METRICS_REFRESH_S = 5.0  # wall seconds between health readings for the metrics endpoint, at most
 
 
 class Agent:
@@ -43,14 +49,18 @@ class Agent:
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.engine = PlantEngine(config, clock.speed)
-        self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite")
+        self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite", config.outbox)
         self.publisher = MqttPublisher(config.mqtt, config.agent.id, self.boot_id, self.outbox, clock.now)
+        self.publisher.on_connected = self._birth_on_reconnect
         self.devices: dict[str, Device] = open_devices(config.devices)
         self.events = EventLogWriter(config.agent.event_log) if config.agent.event_log else None
         self.overruns: dict[tuple[str, float], int] = {}  # (device, poll interval) -> late poll cycles
         self._unsaved: list[tuple[str, Callable[[int], BaseModel]]] = []
         self.samples_read = 0
+        self._next_age_check = 0.0
         self.good_samples: Counter[str] = Counter()  # device -> good samples read
+        self.health = HealthReporter(self)
+        self.metrics_port: int | None = None  # bound once the metrics endpoint runs
 
     @property
     def latest(self) -> dict[str, dict[str, Sample]]:
@@ -96,6 +106,13 @@ class Agent:
         site = SiteIdentity(firm=Firm(**c.site.firm.model_dump()), site=c.site.name, timezone=c.site.timezone)
         self._emit(BirthMessage, agent_version=__version__, site=site, processes=self.engine.processes, assets=assets)
 
+    def _birth_on_reconnect(self) -> None:
+        """A fresh birth after every reconnect; the first connect carries the one queued at start,
+        which every boot has even if it never reaches a broker."""
+        if self.publisher.connects > 1:
+            self._birth()
+            self._flush()
+
     def _emit_closed(self, result: Evaluation) -> None:
         for machine_id, iv in result.intervals:
             self._emit(
@@ -140,7 +157,7 @@ class Agent:
                 now = self.clock.now()
                 samples = [Sample.bad(device.id, t.name, now, f"internal error: {e!r}") for t in device.config.tags]
             self.samples_read += len(samples)
-            self.good_samples[device.id] += sum(1 for s in samples if s.good)
+            self.good_samples[device.id] += sum(map(_good, samples))
             self.engine.ingest(samples)
             if self.events:
                 self.events.samples(samples)
@@ -155,6 +172,9 @@ class Agent:
             self.events.tick(now)
         self._emit_closed(self.engine.evaluate(now))
         self._flush()
+        if time.monotonic() >= self._next_age_check:  # appends check age too; this covers quiet times
+            self._next_age_check = time.monotonic() + AGE_CHECK_S
+            self.outbox.evict_expired(now)
 
     async def _evaluate_loop(self, stop: asyncio.Event) -> None:
         tick = min([g.interval_s for d in self.devices.values() for g in d.groups] or [1.0])
@@ -165,6 +185,39 @@ class Agent:
                 log.exception("evaluation failed", extra={"agent": self.config.agent.id})
                 self._unsaved = []  # whatever the failed tick queued is incomplete: never store half of it
             await asyncio.sleep(tick)
+
+    async def _health_loop(self, stop: asyncio.Event) -> None:
+        """Fresh readings for the metrics endpoint; every `health.interval_s` one goes out over MQTT."""
+        settings = self.config.health
+        refresh = min(settings.interval_s, METRICS_REFRESH_S)
+        name = topic(self.config.agent.id, "health")
+        next_publish = time.monotonic() + settings.interval_s
+        while True:
+            try:
+                await asyncio.wait_for(stop.wait(), refresh)
+                return
+            except TimeoutError:
+                pass
+            try:
+                reading = self.health.read(self.clock.now())
+            except Exception:  # health must never take acquisition down with it
+                log.exception("health reading failed", extra={"agent": self.config.agent.id})
+                continue
+            if time.monotonic() >= next_publish:
+                next_publish += settings.interval_s
+                self.publisher.publish_volatile(name, encode(reading))
+
+    def _serve_metrics(self) -> None:
+        port = self.config.health.metrics_port
+        if port is None:
+            return
+        try:
+            self.metrics_port = self.health.serve(self.config.health.metrics_listen, port)
+        except OSError as e:  # a taken port must not stop acquisition: say so and go on without metrics
+            log.error(
+                "metrics endpoint not started",
+                extra={"listen": self.config.health.metrics_listen, "port": port, "error": str(e)},
+            )
 
     # --- lifecycle ------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
@@ -185,6 +238,8 @@ class Agent:
         tasks = [asyncio.create_task(self._poll_group(d, g, stop)) for d in self.devices.values() for g in d.groups]
         tasks.append(asyncio.create_task(self._evaluate_loop(stop)))
         tasks.append(asyncio.create_task(self.publisher.run(stop)))
+        tasks.append(asyncio.create_task(self._health_loop(stop)))
+        self._serve_metrics()
         try:
             await stop.wait()
         finally:
@@ -198,6 +253,7 @@ class Agent:
                 extra={"drained": drained, "outbox_depth": self.outbox.depth(), "poll_overruns": late or 0},
             )
             self.publisher.stop()
+            self.health.close()
             self.outbox.close()
             if self.events:
                 self.events.close()
