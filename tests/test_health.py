@@ -7,7 +7,6 @@ import asyncio
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,21 +20,9 @@ from edgeproof.clock import WallClock
 from edgeproof.netutil import free_port
 from tests.misbehaving_modbus import MisbehavingServer
 from tests.netutil import Mosquitto
+from tests.test_modbus_links import device_config as unit
 
 pytestmark = pytest.mark.integration
-
-
-def unit(unit: int, port: int) -> dict[str, Any]:
-    return {
-        "id": f"u{unit}",
-        "protocol": "modbus",
-        "host": "127.0.0.1",
-        "port": port,
-        "unit": unit,
-        "timeout_s": 0.2,
-        "poll_interval_s": 0.1,
-        "tags": [{"name": "a", "area": "holding", "address": 0}, {"name": "b", "area": "holding", "address": 1}],
-    }
 
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
