@@ -6,10 +6,18 @@ records the agent's retained status, or files it as a dead letter with a reason.
 never raises; only a failing database does, so the caller can leave the message unacknowledged.
 An agent's eviction declarations are kept with their ranges, so that `gap_report()` can tell a
 declared loss from a message that went missing.
+
+Every sequenced message gets a verification status (docs/messages.md, "Signatures"): `verified`
+and `unsigned` messages are stored and used; `pending` (signed by a key not enrolled for the agent)
+and `rejected` (bad signature, revoked key) ones are held apart in `held`, never used, and shown
+with their reason. Enrolling a key (`enroll_key`) verifies the pending messages it signed and moves
+them in; revoking one (`revoke_key`) moves the stored messages it signed from the revocation on out.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import json
 import logging
 import sqlite3
@@ -38,16 +46,21 @@ from edgeproof.contract import (
     parse_topic,
 )
 from edgeproof.indicators import TimeElements
+from edgeproof.signing import decode_public_key, fingerprint, key_id, verify
 
 log = logging.getLogger(__name__)
 
-IngestResult = Literal["stored", "duplicate", "dead_letter", "status", "health"]
+IngestResult = Literal["stored", "duplicate", "dead_letter", "status", "health", "pending", "rejected"]
+Verification = Literal["verified", "unsigned", "pending", "rejected"]
+VERIFICATIONS: tuple[Verification, ...] = ("verified", "unsigned", "pending", "rejected")
 SequencedMessage = AnySequenced
 
 DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 # A dead letter keeps this much of an oversized payload: enough to identify it, not to fill the disk.
 DEAD_LETTER_KEEP_BYTES = 64 << 10
-SCHEMA_VERSION = 3  # 2: eviction declarations (evictions, evicted_ranges); 3: health, messages.historical
+# 2: eviction declarations (evictions, evicted_ranges); 3: health, messages.historical;
+# 4: signatures (agent_keys, held, messages.verification and messages.key_id)
+SCHEMA_VERSION = 4
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -60,6 +73,8 @@ CREATE TABLE IF NOT EXISTS messages (
     topic TEXT NOT NULL,
     payload TEXT NOT NULL,
     historical INTEGER NOT NULL DEFAULT 0,
+    verification TEXT NOT NULL DEFAULT 'unsigned',
+    key_id TEXT,
     PRIMARY KEY (agent_id, seq)
 );
 CREATE TABLE IF NOT EXISTS duplicates (
@@ -145,6 +160,33 @@ CREATE TABLE IF NOT EXISTS evicted_ranges (
     declared_by INTEGER NOT NULL,
     PRIMARY KEY (agent_id, first, declared_by)
 );
+CREATE TABLE IF NOT EXISTS agent_keys (
+    agent_id TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    public_key TEXT NOT NULL,
+    enrolled_at TEXT NOT NULL,
+    revoked_at TEXT,
+    PRIMARY KEY (agent_id, key_id)
+);
+CREATE TABLE IF NOT EXISTS held (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    agent_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    produced_at TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    historical INTEGER NOT NULL DEFAULT 0,
+    key_id TEXT,
+    sig TEXT,
+    status TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS held_copy ON held (agent_id, seq, sig);
+CREATE INDEX IF NOT EXISTS held_key ON held (agent_id, key_id, status);
 CREATE TABLE IF NOT EXISTS dead_letters (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     received_at TEXT NOT NULL,
@@ -216,6 +258,59 @@ class AgentStatus:
     received_at: datetime
 
 
+class EnrolledKey(BaseModel):
+    """A public key registered for an agent at the cloud."""
+
+    agent_id: str
+    key_id: str
+    public_key: str = Field(description="base64 of the raw 32-byte Ed25519 public key")
+    fingerprint: str
+    enrolled_at: AwareDatetime
+    revoked_at: AwareDatetime | None = Field(description="messages produced from this time on are rejected")
+
+
+class EnrollResult(BaseModel):
+    """What `Store.enroll_key` did."""
+
+    agent_id: str
+    key_id: str
+    public_key: str
+    fingerprint: str
+    enrolled_at: AwareDatetime
+    already_enrolled: bool
+    pending_stored: int = Field(description="held pending messages verified and stored now")
+    pending_duplicates: int = Field(description="held pending copies of messages already stored")
+    pending_rejected: int = Field(description="held pending messages whose signature failed")
+
+
+class HeldMessage(BaseModel):
+    """A sequenced message kept apart from the evidence: pending an enrolled key, or rejected."""
+
+    id: int
+    agent_id: str
+    seq: int
+    kind: str
+    produced_at: AwareDatetime
+    received_at: AwareDatetime
+    key_id: str | None
+    status: Literal["pending", "rejected"]
+    reason: str
+    decided_at: AwareDatetime
+
+
+class AnnouncedKey(BaseModel):
+    """The public key an agent announced in its latest birth message, stored or held."""
+
+    agent_id: str
+    public_key: str
+    key_id: str
+    fingerprint: str
+    birth_seq: int
+    produced_at: AwareDatetime
+    status: Verification = Field(description="the birth message's own verification status")
+    self_signed: bool = Field(description="the birth is validly signed by the key it announces")
+
+
 class Neighbour(BaseModel):
     """A stored message next to a gap: when it was produced and when it arrived."""
 
@@ -246,11 +341,18 @@ class GapSegment(BaseModel):
     first: int
     last: int
     count: int
-    status: Literal["evicted", "missing"]
+    status: Literal["evicted", "missing", "pending", "rejected"] = Field(
+        description="evicted: declared; missing: unexplained; pending / rejected: received but held apart"
+    )
     declared_by: int | None = Field(description="seq of the eviction declaration covering it")
     reason: EvictionReason | None = Field(description="the declaration's reason: bytes or age")
     after: Neighbour | None = Field(description="the stored message just before the gap; none when it starts at 1")
-    before: Neighbour | None = Field(description="the stored message just after the gap")
+    before: Neighbour | None = Field(
+        description="the stored message just after the gap; none after the highest stored (only held ones there)"
+    )
+    held: str | None = Field(
+        None, description="for pending and rejected: 'held: pending key <key_id>' or 'rejected: <reason>'"
+    )
 
 
 class GapReport(BaseModel):
@@ -262,6 +364,8 @@ class GapReport(BaseModel):
     gaps: list[GapSegment]
     evicted: int = Field(description="numbers in evicted segments")
     missing: int = Field(description="numbers in missing segments: lost without a declaration, or still on the way")
+    pending: int = Field(0, description="numbers received but held until the key that signed them is enrolled")
+    rejected: int = Field(0, description="numbers received but rejected (bad signature, revoked key)")
     declarations: list[EvictionRecord]
     declared_but_received: int = Field(
         description="numbers a declaration names that were stored anyway (in flight when the outbox evicted them)"
@@ -295,6 +399,42 @@ def _split_gap(
     return parts
 
 
+def _carve(segment: GapSegment, held: list[tuple[int, str, str]]) -> list[GapSegment]:
+    """Split a gap segment where held (pending or rejected) sequence numbers lie in it.
+
+    `held` is (seq, status, detail) sorted by seq; consecutive held numbers with the same status
+    and detail form one segment, the rest keep the segment's own status.
+    """
+    lo = bisect.bisect_left(held, (segment.first,))
+    hi = bisect.bisect_right(held, (segment.last, "\uffff"))
+    inside = held[lo:hi]
+    if not inside:
+        return [segment]
+    out: list[GapSegment] = []
+
+    def part(first: int, last: int, status: str | None = None, detail: str | None = None) -> None:
+        fields: dict[str, Any] = {"first": first, "last": last, "count": last - first + 1}
+        if status is not None:
+            fields |= {"status": status, "declared_by": None, "reason": None, "held": detail}
+        out.append(segment.model_copy(update=fields))
+
+    pos = segment.first
+    i = 0
+    while i < len(inside):
+        seq, status, detail = inside[i]
+        j = i
+        while j + 1 < len(inside) and inside[j + 1] == (inside[j][0] + 1, status, detail):
+            j += 1
+        if seq > pos:
+            part(pos, seq - 1)
+        part(seq, inside[j][0], status, detail)
+        pos = inside[j][0] + 1
+        i = j + 1
+    if pos <= segment.last:
+        part(pos, segment.last)
+    return out
+
+
 def _same_but_transport(stored: str, message: AnySequenced) -> bool:
     """The same message, sent once live and once again from the backlog (`historical` differs)."""
     try:
@@ -302,6 +442,24 @@ def _same_but_transport(stored: str, message: AnySequenced) -> bool:
     except ValidationError:
         return False
     return first.model_copy(update={"historical": False}) == message.model_copy(update={"historical": False})
+
+
+@functools.lru_cache(maxsize=256)
+def _raw_key(public_key: str) -> bytes:
+    return decode_public_key(public_key)
+
+
+def _revoked_reason(kid: str, revoked_at: str, m: SequencedMessage) -> str:
+    return f"key {kid} revoked from {revoked_at}; message produced at {iso(m.produced_at)}"
+
+
+def _check(m: SequencedMessage, public_key: str, revoked_at: str | None) -> tuple[Verification, str | None]:
+    """Verify a signed message against its enrolled key and the key's revocation."""
+    if not verify(_raw_key(public_key), m):
+        return "rejected", f"signature invalid for key {m.key_id}"
+    if revoked_at is not None and iso(m.produced_at) >= revoked_at:
+        return "rejected", _revoked_reason(str(m.key_id), revoked_at, m)
+    return "verified", None
 
 
 def _safe_text(text: str) -> str:
@@ -350,6 +508,9 @@ class Store:
                 columns = {row[1] for row in self._conn.execute("PRAGMA table_info(messages)")}
                 if columns and "historical" not in columns:  # before schema 3
                     self._conn.execute("ALTER TABLE messages ADD COLUMN historical INTEGER NOT NULL DEFAULT 0")
+                if columns and "verification" not in columns:  # before schema 4: every stored message was unsigned
+                    self._conn.execute("ALTER TABLE messages ADD COLUMN verification TEXT NOT NULL DEFAULT 'unsigned'")
+                    self._conn.execute("ALTER TABLE messages ADD COLUMN key_id TEXT")
                 # every other change so far only adds tables, which the idempotent script creates
                 self._conn.executescript(_SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
@@ -466,29 +627,46 @@ class Store:
             )
         log.info("status agent=%s online=%s boot=%s", message.agent_id, message.online, message.boot_id)
 
+    def _verification(self, db: sqlite3.Connection, m: SequencedMessage) -> tuple[Verification, str | None]:
+        """The message's verification status and, unless verified or unsigned, why.
+
+        Read inside the caller's write transaction, so an enrollment committed by another process
+        is either seen here or sees this message among the pending ones.
+        """
+        if m.sig is None and m.key_id is None:
+            return "unsigned", None
+        if m.sig is None or m.key_id is None:
+            return "rejected", "malformed signature: key_id and sig must be present together"
+        row = db.execute(
+            "SELECT public_key, revoked_at FROM agent_keys WHERE agent_id = ? AND key_id = ?", (m.agent_id, m.key_id)
+        ).fetchone()
+        if row is None:
+            return "pending", f"pending key {m.key_id}: not enrolled for agent {m.agent_id}"
+        return _check(m, str(row[0]), row[1])
+
     def _store_sequenced(self, m: SequencedMessage, topic: str, text: str, received: str) -> IngestResult:
         with self._transaction() as db:
-            inserted = db.execute(
-                "INSERT OR IGNORE INTO messages (agent_id, seq, boot_id, kind, produced_at, received_at, topic, "
-                "payload, historical) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (m.agent_id, m.seq, m.boot_id, m.kind, iso(m.produced_at), received, topic, text, int(m.historical)),
-            ).rowcount
-            if inserted:
-                self._store_derived(db, m, received)
+            status, why = self._verification(db, m)
+            if status in ("pending", "rejected"):
+                self._hold(db, m, topic, text, received, status, why or status, received)
+                outcome = "held"
             else:
-                (stored,) = db.execute(
-                    "SELECT payload FROM messages WHERE agent_id = ? AND seq = ?", (m.agent_id, m.seq)
-                ).fetchone()
-                same = stored == text or _same_but_transport(stored, m)
-                if same:
-                    db.execute(
-                        "INSERT INTO duplicates (agent_id, seq, received_at) VALUES (?, ?, ?)",
-                        (m.agent_id, m.seq, received),
-                    )
-        if inserted:
-            log.debug("stored agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
+                outcome = self._admit(db, m, topic, text, received, status)
+        if outcome == "held":
+            log.log(
+                logging.WARNING if status == "rejected" else logging.INFO,
+                "%s agent=%s seq=%d kind=%s reason=%s",
+                status,
+                m.agent_id,
+                m.seq,
+                m.kind,
+                why,
+            )
+            return "pending" if status == "pending" else "rejected"
+        if outcome == "stored":
+            log.debug("stored agent=%s seq=%d kind=%s verification=%s", m.agent_id, m.seq, m.kind, status)
             return "stored"
-        if same:
+        if outcome == "duplicate":
             log.info("duplicate agent=%s seq=%d kind=%s", m.agent_id, m.seq, m.kind)
             return "duplicate"
         # Same (agent, seq), different content: the agent reused a sequence number. Keep the first,
@@ -500,6 +678,182 @@ class Store:
             text.encode(),
             f"sequence conflict: seq {m.seq} of agent {m.agent_id!r} already stored with a different payload",
         )
+
+    def _admit(
+        self,
+        db: sqlite3.Connection,
+        m: SequencedMessage,
+        topic: str,
+        text: str,
+        received: str,
+        status: Verification,
+        historical: bool | None = None,
+    ) -> Literal["stored", "duplicate", "conflict"]:
+        """Store a verified or unsigned message with its derived rows, inside the caller's transaction."""
+        flag = m.historical if historical is None else historical
+        inserted = db.execute(
+            "INSERT OR IGNORE INTO messages (agent_id, seq, boot_id, kind, produced_at, received_at, topic, "
+            "payload, historical, verification, key_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.agent_id,
+                m.seq,
+                m.boot_id,
+                m.kind,
+                iso(m.produced_at),
+                received,
+                topic,
+                text,
+                int(flag),
+                status,
+                m.key_id if status == "verified" else None,
+            ),
+        ).rowcount
+        if inserted:
+            self._store_derived(db, m, received)
+            return "stored"
+        (stored,) = db.execute(
+            "SELECT payload FROM messages WHERE agent_id = ? AND seq = ?", (m.agent_id, m.seq)
+        ).fetchone()
+        if stored == text or _same_but_transport(stored, m):
+            db.execute(
+                "INSERT INTO duplicates (agent_id, seq, received_at) VALUES (?, ?, ?)", (m.agent_id, m.seq, received)
+            )
+            return "duplicate"
+        return "conflict"
+
+    @staticmethod
+    def _hold(
+        db: sqlite3.Connection,
+        m: SequencedMessage,
+        topic: str,
+        text: str,
+        received: str,
+        status: Literal["pending", "rejected"],
+        reason: str,
+        decided: str,
+        historical: bool | None = None,
+    ) -> None:
+        """Keep a pending or rejected message apart; a redelivered copy (same seq and sig) is not kept twice."""
+        db.execute(
+            "INSERT OR IGNORE INTO held (agent_id, seq, boot_id, kind, produced_at, received_at, topic, payload, "
+            "historical, key_id, sig, status, reason, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                m.agent_id,
+                m.seq,
+                m.boot_id,
+                m.kind,
+                iso(m.produced_at),
+                received,
+                topic,
+                text,
+                int(m.historical if historical is None else historical),
+                m.key_id,
+                m.sig,
+                status,
+                reason,
+                decided,
+            ),
+        )
+
+    @staticmethod
+    def _delete_derived(db: sqlite3.Connection, agent_id: str, seq: int) -> None:
+        for table in ("kpi", "states", "site", "births", "evictions"):
+            db.execute(f"DELETE FROM {table} WHERE agent_id = ? AND seq = ?", (agent_id, seq))
+        db.execute("DELETE FROM evicted_ranges WHERE agent_id = ? AND declared_by = ?", (agent_id, seq))
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def enroll_key(self, agent_id: str, public_key: str, at: datetime | None = None) -> EnrollResult:
+        """Register a public key for an agent, then verify the messages held pending for it.
+
+        A valid pending message is stored (verified) as if it had just arrived, keeping its
+        received_at; an invalid one becomes rejected. Enrolling a key that is already enrolled
+        changes nothing but retries its pending messages. ValueError for a malformed key or a
+        key_id already taken by another key of the agent.
+        """
+        raw = decode_public_key(public_key)
+        kid, b64 = key_id(raw), public_key.strip()
+        now = iso(at if at is not None else datetime.now(UTC))
+        stored = rejected = duplicates = 0
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT public_key, revoked_at, enrolled_at FROM agent_keys WHERE agent_id = ? AND key_id = ?",
+                (agent_id, kid),
+            ).fetchone()
+            if row is not None and decode_public_key(str(row[0])) != raw:
+                raise ValueError(f"key id {kid} of agent {agent_id!r} is already taken by a different key")
+            already = row is not None
+            if not already:
+                db.execute(
+                    "INSERT INTO agent_keys (agent_id, key_id, public_key, enrolled_at) VALUES (?, ?, ?, ?)",
+                    (agent_id, kid, b64, now),
+                )
+            revoked_at = row[1] if row is not None else None
+            pending = db.execute(
+                "SELECT id, payload, topic, received_at, historical FROM held "
+                "WHERE agent_id = ? AND key_id = ? AND status = 'pending' ORDER BY seq, id",
+                (agent_id, kid),
+            ).fetchall()
+            for held_id, text, topic, received, historical in pending:
+                m = parse_sequenced(str(text))
+                status, why = _check(m, b64, revoked_at)
+                if status == "verified":
+                    outcome = self._admit(db, m, str(topic), str(text), str(received), status, bool(historical))
+                    if outcome == "conflict":
+                        status, why = "rejected", f"sequence conflict: seq {m.seq} already stored with other content"
+                    else:
+                        db.execute("DELETE FROM held WHERE id = ?", (held_id,))
+                        stored += outcome == "stored"
+                        duplicates += outcome == "duplicate"
+                        continue
+                db.execute(
+                    "UPDATE held SET status = 'rejected', reason = ?, decided_at = ? WHERE id = ?",
+                    (why, now, held_id),
+                )
+                rejected += 1
+            enrolled_at = str(row[2]) if row is not None else now
+        log.info(
+            "key enrolled agent=%s key_id=%s pending_stored=%d pending_rejected=%d", agent_id, kid, stored, rejected
+        )
+        return EnrollResult(
+            agent_id=agent_id,
+            key_id=kid,
+            public_key=b64,
+            fingerprint=fingerprint(raw),
+            enrolled_at=parse_iso(enrolled_at),
+            already_enrolled=already,
+            pending_stored=stored,
+            pending_duplicates=duplicates,
+            pending_rejected=rejected,
+        )
+
+    def revoke_key(self, agent_id: str, kid: str, at: datetime) -> int:
+        """Mark a key revoked from `at` (the messages' produced_at); returns how many stored messages
+        it signed from then on were moved out as rejected. KeyError if the key is not enrolled."""
+        when = iso(at)
+        now = iso(datetime.now(UTC))
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT revoked_at FROM agent_keys WHERE agent_id = ? AND key_id = ?", (agent_id, kid)
+            ).fetchone()
+            if row is None:
+                raise KeyError(f"key {kid} is not enrolled for agent {agent_id!r}")
+            if row[0] is not None and str(row[0]) < when:
+                when = str(row[0])  # an earlier revocation stands
+            db.execute("UPDATE agent_keys SET revoked_at = ? WHERE agent_id = ? AND key_id = ?", (when, agent_id, kid))
+            moved = db.execute(
+                "SELECT seq, payload, topic, received_at, historical FROM messages WHERE agent_id = ? AND key_id = ? "
+                "AND verification = 'verified' AND produced_at >= ? ORDER BY seq",
+                (agent_id, kid, when),
+            ).fetchall()
+            for seq, text, topic, received, historical in moved:
+                m = parse_sequenced(str(text))
+                reason = _revoked_reason(kid, when, m)
+                self._hold(db, m, str(topic), str(text), str(received), "rejected", reason, now, bool(historical))
+                db.execute("DELETE FROM messages WHERE agent_id = ? AND seq = ?", (agent_id, seq))
+                self._delete_derived(db, agent_id, int(seq))
+        log.warning("key revoked agent=%s key_id=%s from=%s moved_out=%d", agent_id, kid, when, len(moved))
+        return len(moved)
 
     @staticmethod
     def _store_derived(db: sqlite3.Connection, m: SequencedMessage, received: str) -> None:
@@ -573,6 +927,92 @@ class Store:
     def has_agent(self, agent_id: str) -> bool:
         return bool(self._query("SELECT 1 FROM messages WHERE agent_id = ? LIMIT 1", (agent_id,)))
 
+    def has_held(self, agent_id: str) -> bool:
+        return bool(self._query("SELECT 1 FROM held WHERE agent_id = ? LIMIT 1", (agent_id,)))
+
+    def verification(self, agent_id: str, seq: int) -> Verification | None:
+        """The stored message's status (verified / unsigned), else the first held copy's, else None."""
+        rows = self._query("SELECT verification FROM messages WHERE agent_id = ? AND seq = ?", (agent_id, seq))
+        if not rows:
+            rows = self._query("SELECT status FROM held WHERE agent_id = ? AND seq = ? ORDER BY id", (agent_id, seq))
+        return rows[0][0] if rows else None
+
+    def verification_counts(self, agent_id: str) -> dict[Verification, int]:
+        """Messages per verification status: stored (verified, unsigned) and held (pending, rejected)."""
+        counts: dict[Verification, int] = dict.fromkeys(VERIFICATIONS, 0)
+        for status, n in self._query(
+            "SELECT verification, COUNT(*) FROM messages WHERE agent_id = ?1 GROUP BY verification "
+            "UNION ALL SELECT status, COUNT(*) FROM held WHERE agent_id = ?1 GROUP BY status",
+            (agent_id,),
+        ):
+            counts[status] += int(n)
+        return counts
+
+    def held_messages(self, agent_id: str, status: Literal["pending", "rejected"] | None = None) -> list[HeldMessage]:
+        """Messages kept apart from the evidence, with why, by seq."""
+        sql = (
+            "SELECT id, agent_id, seq, kind, produced_at, received_at, key_id, status, reason, decided_at FROM held "
+            "WHERE agent_id = ?"
+        )
+        rows = (
+            self._query(sql + " AND status = ? ORDER BY seq, id", (agent_id, status))
+            if status
+            else self._query(sql + " ORDER BY seq, id", (agent_id,))
+        )
+        names = ("id", "agent_id", "seq", "kind", "produced_at", "received_at", "key_id", "status", "reason")
+        return [HeldMessage(**dict(zip(names, r[:-1], strict=True)), decided_at=r[-1]) for r in rows]
+
+    def held_payload(self, held_id: int) -> str | None:
+        rows = self._query("SELECT payload FROM held WHERE id = ?", (held_id,))
+        return str(rows[0][0]) if rows else None
+
+    def agent_keys(self, agent_id: str) -> list[EnrolledKey]:
+        rows = self._query(
+            "SELECT key_id, public_key, enrolled_at, revoked_at FROM agent_keys WHERE agent_id = ? "
+            "ORDER BY enrolled_at, key_id",
+            (agent_id,),
+        )
+        return [
+            EnrolledKey(
+                agent_id=agent_id,
+                key_id=str(kid),
+                public_key=str(pk),
+                fingerprint=fingerprint(_raw_key(str(pk))),
+                enrolled_at=parse_iso(str(enrolled)),
+                revoked_at=parse_iso(str(revoked)) if revoked else None,
+            )
+            for kid, pk, enrolled, revoked in rows
+        ]
+
+    def announced_key(self, agent_id: str) -> AnnouncedKey | None:
+        """The public key in the agent's latest birth message (highest seq) that announces one,
+        stored or held pending; rejected births are not considered."""
+        rows = self._query(
+            "SELECT seq, payload, verification FROM messages WHERE agent_id = ?1 AND kind = 'birth' "
+            "UNION ALL SELECT seq, payload, status FROM held WHERE agent_id = ?1 AND kind = 'birth' "
+            "AND status = 'pending' ORDER BY seq DESC",
+            (agent_id,),
+        )
+        for _seq, payload, status in rows:
+            birth = parse_sequenced(str(payload))
+            if not isinstance(birth, BirthMessage) or birth.public_key is None:
+                continue
+            try:
+                raw = decode_public_key(birth.public_key)
+            except ValueError:
+                continue
+            return AnnouncedKey(
+                agent_id=agent_id,
+                public_key=birth.public_key,
+                key_id=key_id(raw),
+                fingerprint=fingerprint(raw),
+                birth_seq=birth.seq,
+                produced_at=birth.produced_at,
+                status=status,
+                self_signed=birth.key_id == key_id(raw) and verify(raw, birth),
+            )
+        return None
+
     def sequence_numbers(self, agent_id: str) -> list[int]:
         rows = self._query("SELECT seq FROM messages WHERE agent_id = ? ORDER BY seq", (agent_id,))
         return [int(r[0]) for r in rows]
@@ -624,7 +1064,9 @@ class Store:
         """`gaps()` with the neighbours of each gap and which parts the agent declared evicted.
 
         A gap covered by eviction declarations is "evicted" (split at each declaration), whatever
-        no declaration covers is "missing".
+        no declaration covers is "missing". Numbers received but held apart (pending an enrolled key,
+        or rejected) are gaps too, split out as "pending" / "rejected" with `held` saying why; held
+        numbers above the highest stored one form a last gap with no stored message after it.
         """
         with self._lock:  # one snapshot while the ingest may be writing
             self._conn.execute("BEGIN")
@@ -653,8 +1095,44 @@ class Store:
                     "AND m.seq BETWEEN r.first AND r.last WHERE r.agent_id = ?",
                     (agent_id,),
                 ).fetchone()
+                # held numbers that nothing stored fills; of several held copies of one number, the first
+                held = [
+                    (int(seq), str(status), f"held: pending key {kid}" if status == "pending" else f"rejected: {why}")
+                    for seq, status, kid, why in self._conn.execute(
+                        "SELECT h.seq, h.status, h.key_id, h.reason FROM held h WHERE h.agent_id = ?1 "
+                        "AND h.id = (SELECT MIN(id) FROM held WHERE agent_id = ?1 AND seq = h.seq) "
+                        "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.agent_id = ?1 AND m.seq = h.seq) "
+                        "ORDER BY h.seq",
+                        (agent_id,),
+                    )
+                ]
+                last_row = (
+                    self._conn.execute(
+                        "SELECT seq, produced_at, received_at FROM messages WHERE agent_id = ? ORDER BY seq DESC "
+                        "LIMIT 1",
+                        (agent_id,),
+                    ).fetchone()
+                    if held and highest is not None and held[-1][0] > int(highest)
+                    else None
+                )
             finally:
                 self._conn.execute("COMMIT")
+        stored_top = int(highest) if highest is not None else 0
+        if held and held[-1][0] > stored_top:
+            # received but held beyond the highest stored number: a gap without a stored message after it
+            holes = [
+                *holes,
+                (
+                    stored_top + 1,
+                    held[-1][0],
+                    last_row[0] if last_row else 0,
+                    last_row[1] if last_row else None,
+                    last_row[2] if last_row else None,
+                    None,
+                    None,
+                    None,
+                ),
+            ]
         segments: list[GapSegment] = []
         start = 0
         for first, last, prev, prev_produced, prev_received, nxt, produced, arrived in holes:
@@ -663,22 +1141,25 @@ class Store:
                 if prev
                 else None
             )
-            before = Neighbour(seq=nxt, produced_at=parse_iso(produced), received_at=parse_iso(arrived))
+            before = (
+                Neighbour(seq=nxt, produced_at=parse_iso(produced), received_at=parse_iso(arrived))
+                if nxt is not None
+                else None
+            )
             while start < len(declared) and declared[start][1] < first:
                 start += 1
             for a, b, by, reason in _split_gap(int(first), int(last), declared, start):
-                segments.append(
-                    GapSegment(
-                        first=a,
-                        last=b,
-                        count=b - a + 1,
-                        status="missing" if by is None else "evicted",
-                        declared_by=by,
-                        reason=reason,
-                        after=after,
-                        before=before,
-                    )
+                segment = GapSegment(
+                    first=a,
+                    last=b,
+                    count=b - a + 1,
+                    status="missing" if by is None else "evicted",
+                    declared_by=by,
+                    reason=reason,
+                    after=after,
+                    before=before,
                 )
+                segments.extend(_carve(segment, held))
         return GapReport(
             agent_id=agent_id,
             received=int(received),
@@ -686,6 +1167,8 @@ class Store:
             gaps=segments,
             evicted=sum(g.count for g in segments if g.status == "evicted"),
             missing=sum(g.count for g in segments if g.status == "missing"),
+            pending=sum(g.count for g in segments if g.status == "pending"),
+            rejected=sum(g.count for g in segments if g.status == "rejected"),
             declarations=self.evictions(agent_id),
             declared_but_received=int(overlap),
         )

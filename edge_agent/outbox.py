@@ -111,11 +111,13 @@ class Outbox:
         path: Path,
         settings: OutboxSettings | None = None,
         clock: Callable[[], float] = time.time,
+        signer: Callable[[EvictionDeclaration], EvictionDeclaration] | None = None,
     ) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.settings = settings or OutboxSettings()
         self._clock = clock  # wall clock of created_at and the age bound
+        self._signer = signer  # signs the eviction declarations the outbox writes itself (the agent's key)
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
@@ -321,21 +323,20 @@ class Outbox:
             members = [by_seq[s] for first, last in chunk for s in range(first, last + 1)]
             times = sorted(v.produced_at for v in members if v.produced_at is not None)
             seq += 1
-            out.append(
-                EvictionDeclaration(
-                    agent_id=agent_id,
-                    boot_id=boot_id,
-                    seq=seq,
-                    produced_at=produced_at,
-                    reason=reason,
-                    ranges=chunk,
-                    count=len(members),
-                    bytes=sum(v.size for v in members),
-                    kinds=dict(sorted(Counter(v.kind for v in members).items())),
-                    oldest_produced_at=datetime.fromisoformat(times[0]) if times else None,
-                    newest_produced_at=datetime.fromisoformat(times[-1]) if times else None,
-                )
+            declaration = EvictionDeclaration(
+                agent_id=agent_id,
+                boot_id=boot_id,
+                seq=seq,
+                produced_at=produced_at,
+                reason=reason,
+                ranges=chunk,
+                count=len(members),
+                bytes=sum(v.size for v in members),
+                kinds=dict(sorted(Counter(v.kind for v in members).items())),
+                oldest_produced_at=datetime.fromisoformat(times[0]) if times else None,
+                newest_produced_at=datetime.fromisoformat(times[-1]) if times else None,
             )
+            out.append(self._signer(declaration) if self._signer else declaration)
         return out
 
     def _evict(

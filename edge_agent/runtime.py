@@ -20,6 +20,7 @@ from edge_agent.config import AgentConfig
 from edge_agent.engine import Evaluation, PlantEngine, config_fingerprint
 from edge_agent.eventlog import EventLogWriter
 from edge_agent.health import HealthReporter
+from edge_agent.identity import load_or_create
 from edge_agent.outbox import Outbox
 from edge_agent.publisher import MqttPublisher
 from edgeproof import __version__
@@ -49,7 +50,9 @@ class Agent:
         self.clock = clock
         self.boot_id = uuid.uuid4().hex
         self.engine = PlantEngine(config, clock.speed)
-        self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite", config.outbox)
+        # created on first start and kept; raises IdentityError naming the file if it is unusable
+        self.key = load_or_create(config.agent.data_dir)
+        self.outbox = Outbox(config.agent.data_dir / "outbox.sqlite", config.outbox, signer=self.key.sign)
         self.publisher = MqttPublisher(config.mqtt, config.agent.id, self.boot_id, self.outbox, clock.now)
         self.publisher.on_connected = self._birth_on_reconnect
         self.devices: dict[str, Device] = open_devices(config.devices)
@@ -69,13 +72,17 @@ class Agent:
 
     # --- messages -------------------------------------------------------------------------
     def _emit(self, model: type[BirthMessage | StateInterval | MachineKpi | SiteKpi], **fields: object) -> None:
-        """Queue one message; `_flush` stores the queue in the outbox, which assigns sequence numbers."""
+        """Queue one message; `_flush` stores the queue in the outbox, which assigns sequence numbers.
+
+        The message is signed with the agent's key as it is built, before it enters the outbox.
+        """
         kind = model.model_fields["kind"].default
 
         def make(seq: int) -> BirthMessage | StateInterval | MachineKpi | SiteKpi:
-            return model(
+            message = model(
                 agent_id=self.config.agent.id, boot_id=self.boot_id, seq=seq, produced_at=self.clock.now(), **fields
             )
+            return self.key.sign(message)
 
         self._unsaved.append((topic(self.config.agent.id, kind), make))
 
@@ -104,7 +111,14 @@ class Agent:
             for m in c.machines
         ]
         site = SiteIdentity(firm=Firm(**c.site.firm.model_dump()), site=c.site.name, timezone=c.site.timezone)
-        self._emit(BirthMessage, agent_version=__version__, site=site, processes=self.engine.processes, assets=assets)
+        self._emit(
+            BirthMessage,
+            agent_version=__version__,
+            public_key=self.key.public_key,
+            site=site,
+            processes=self.engine.processes,
+            assets=assets,
+        )
 
     def _birth_on_reconnect(self) -> None:
         """A fresh birth after every reconnect; the first connect carries the one queued at start,
@@ -223,7 +237,12 @@ class Agent:
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 10.0) -> None:
         log.info(
             "agent starting",
-            extra={"agent": self.config.agent.id, "boot": self.boot_id, "devices": len(self.devices)},
+            extra={
+                "agent": self.config.agent.id,
+                "boot": self.boot_id,
+                "devices": len(self.devices),
+                "key_id": self.key.key_id,
+            },
         )
         now = self.clock.now()
         self.engine.start(now)

@@ -8,6 +8,7 @@ The retained status message and the periodic health message are the only unseque
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -108,6 +109,10 @@ class _Sequenced(_Strict):
     historical: bool = Field(
         False, description="sent from the agent's backlog after a reconnect, not live; transport only, never evidence"
     )
+    key_id: str | None = Field(
+        None, description="first 16 hex digits of the SHA-256 of the signing public key; None: unsigned"
+    )
+    sig: str | None = Field(None, description="base64 Ed25519 signature of signing_bytes(message); None: unsigned")
 
 
 class Firm(_Strict):
@@ -138,6 +143,7 @@ class RegisterEntry(_Strict):
 class BirthMessage(_Sequenced):
     kind: Literal["birth"] = "birth"
     agent_version: str
+    public_key: str | None = Field(None, description="base64 of the agent's raw 32-byte Ed25519 public key")
     site: SiteIdentity
     processes: list[ProcessInfo]
     assets: list[RegisterEntry]
@@ -245,6 +251,18 @@ _sequenced = TypeAdapter(SequencedMessage)
 def parse_sequenced(payload: bytes | str) -> AnySequenced:
     """Validate one sequenced payload; raises pydantic.ValidationError with the reason."""
     return _sequenced.validate_json(payload)
+
+
+# Not signed: the signature itself, and the transport flag the publisher flips after signing.
+UNSIGNED_FIELDS = frozenset({"sig", "historical"})
+
+
+def signing_bytes(message: BaseModel) -> bytes:
+    """The bytes a sequenced message's `sig` signs: canonical JSON of the model without `sig` and
+    `historical` (sorted keys, no spaces, UTF-8), so any party holding the model gets the same bytes,
+    whatever the payload's key order or spacing."""
+    body = message.model_dump(mode="json", exclude=set(UNSIGNED_FIELDS))
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def encode(message: BaseModel) -> bytes:

@@ -29,6 +29,7 @@ from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.render import write_report
 from cloud_ingest.report import build_report
 from cloud_ingest.store import Store
+from edge_agent.identity import load_or_create
 from edge_agent.outbox import Outbox
 from edgeproof.broker import EmbeddedBroker
 from edgeproof.clock import ClockSpec, ScaledClock
@@ -205,6 +206,15 @@ def truth_summary(truth: dict[str, Any], machine_ids: list[str]) -> dict[str, fl
     }
 
 
+def enroll_agent(db: Path, agent_id: str, data_dir: Path) -> str:
+    """Both operator roles at once: the agent's key (created in its data dir as on first start) is
+    enrolled at the store, so its signed messages are verified; returns the key's fingerprint."""
+    key = load_or_create(data_dir)
+    with Store(db) as store:
+        store.enroll_key(agent_id, key.public_key)
+    return key.fingerprint
+
+
 def wait_until_stored(store_path: Path, agent_id: str, last_seq: int, timeout_s: float = 30.0) -> int:
     deadline = time.monotonic() + timeout_s
     count = 0
@@ -235,6 +245,8 @@ def run(args: argparse.Namespace) -> int:
     broker = EmbeddedBroker(free_port())
     broker.start()
     db = out / "ingest.sqlite"
+    demo_agent = yaml.safe_load(demo_file("agent-post.yaml").read_text(encoding="utf-8"))["agent"]["id"]
+    enroll_agent(db, demo_agent, out / "agent-data")
     ingest = IngestService(db, broker.host, broker.port)
     ingest.start()
     say(f"  embedded MQTT broker on {broker.host}:{broker.port}; cloud ingest → {db}")

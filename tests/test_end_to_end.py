@@ -25,7 +25,7 @@ from cloud_ingest.consumer import IngestService
 from cloud_ingest.store import Store, iso
 from edge_agent.outbox import Outbox
 from edgeproof.contract import topic
-from edgeproof.demo import PlantRun, wait_until_stored
+from edgeproof.demo import PlantRun, enroll_agent, wait_until_stored
 from edgeproof.indicators import TimeElements, oee, total
 from tests.netutil import Mosquitto
 
@@ -63,6 +63,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Run:
     ingest.start()
     assert ingest.wait_subscribed(10)
     plant = PlantRun("post", out, speed=600.0, mqtt_port=broker.port)
+    enroll_agent(out / "ingest.sqlite", AGENT, plant.data_dir)  # its messages are signed: verified, not held
     try:
         plant.launch_sim()
         plant.start_agent()
@@ -161,5 +162,8 @@ def test_site_ratios_of_the_last_bucket(run: Run) -> None:
     assert site.ratios.digitalisation_rate.value == 1.0
     assert (site.ratios.nc_rate_key_processes.numerator, site.ratios.nc_rate_key_processes.denominator) == (3, 4)
     assert {p.process_id: p.basis for p in site.ratios.key_processes} == {
-        "turning": "measured", "milling": "measured", "stamping": "measured", "drilling": "none"
+        "turning": "measured",
+        "milling": "measured",
+        "stamping": "measured",
+        "drilling": "none",
     }

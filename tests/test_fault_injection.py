@@ -38,7 +38,7 @@ from cloud_ingest.consumer import IngestService
 from cloud_ingest.store import EvictionRecord, GapReport, Store, iso
 from edge_agent.outbox import Outbox, OutboxStats
 from edgeproof.clock import Clock, ClockSpec
-from edgeproof.demo import agent_config_for
+from edgeproof.demo import agent_config_for, enroll_agent
 from tests.netutil import Mosquitto, free_port_block
 
 pytestmark = pytest.mark.integration
@@ -370,6 +370,7 @@ def test_outbox_bound_reached_in_a_long_outage_evicts_by_policy_and_declares_it(
     ingest = IngestService(db, "127.0.0.1", broker.port, client_id="ingest-bound", reconnect_max_s=1)
     ingest.start()
     agent = AgentProcess(plant, tmp_path, broker.port, outbox={"max_bytes": 20_000, "low_water": 0.5})
+    enroll_agent(db, AGENT, agent.data_dir)  # its messages are signed: verified, not held pending
     try:
         assert ingest.wait_subscribed(10)
         agent.start()
@@ -460,6 +461,7 @@ def test_broker_outages_lose_nothing(plant: Plant, tmp_path: Path) -> None:
     ingest = IngestService(db, "127.0.0.1", broker.port, client_id="ingest-outages", reconnect_max_s=1)
     ingest.start()
     agent = AgentProcess(plant, tmp_path, broker.port)
+    enroll_agent(db, AGENT, agent.data_dir)  # its messages are signed: verified, not held pending
     outages: list[tuple[datetime, datetime]] = []
     try:
         assert ingest.wait_subscribed(10)
@@ -507,6 +509,7 @@ def test_agent_killed_mid_stream_restarts_without_reusing_a_seq(plant: Plant, tm
     ingest = IngestService(db, "127.0.0.1", broker.port, client_id="ingest-agent-kill")
     ingest.start()
     agent = AgentProcess(plant, tmp_path, broker.port)
+    enroll_agent(db, AGENT, agent.data_dir)  # its messages are signed: verified, not held pending
     try:
         assert ingest.wait_subscribed(10)
         agent.start()
@@ -549,6 +552,7 @@ def test_ingest_killed_and_restarted_gets_what_was_published_meanwhile(plant: Pl
     db = tmp_path / "ingest.sqlite"
     ingest = IngestProcess(tmp_path, db, broker.port, client_id="ingest-killed")
     agent = AgentProcess(plant, tmp_path, broker.port)
+    enroll_agent(db, AGENT, agent.data_dir)  # its messages are signed: verified, not held pending
     try:
         ingest.start()
         agent.start()

@@ -476,12 +476,19 @@ def test_a_store_of_schema_1_gains_the_eviction_and_health_tables_and_keeps_its_
         db.execute("DROP TABLE evicted_ranges")
         db.execute("DROP TABLE health")
         db.execute("ALTER TABLE messages DROP COLUMN historical")
+        db.execute("DROP TABLE agent_keys")
+        db.execute("DROP TABLE held")
+        db.execute("ALTER TABLE messages DROP COLUMN verification")
+        db.execute("ALTER TABLE messages DROP COLUMN key_id")
         db.execute("PRAGMA user_version=1")
     db.close()
     with Store(path) as s:
         assert s.sequence_numbers(AGENT) == [2]
         assert s.ingest(*wire(evicted(3, [(1, 1)])), RECEIVED) == "stored"
         assert [(g.first, g.last, g.status, g.declared_by) for g in s.gap_report(AGENT).gaps] == [(1, 1, "evicted", 3)]
-        assert s._query("PRAGMA user_version") == [(3,)]
+        assert s._query("PRAGMA user_version") == [(4,)]
         assert s.health(AGENT) is None
-        assert s._query("SELECT seq, historical FROM messages ORDER BY seq") == [(2, 0), (3, 0)]
+        assert s._query("SELECT seq, historical, verification FROM messages ORDER BY seq") == [
+            (2, 0, "unsigned"),
+            (3, 0, "unsigned"),
+        ]
