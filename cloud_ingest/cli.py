@@ -19,7 +19,7 @@ from types import FrameType
 from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService
 from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.render import pct
-from cloud_ingest.report import ReportError, UnknownAgent, build_report, write_report
+from cloud_ingest.report import ReportError, UnknownAgent, build_report
 from cloud_ingest.store import GapReport, Neighbour, Store
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,19 @@ def parse_window(text: str) -> tuple[datetime, datetime]:
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     _add_common(parser)
-    parser.add_argument("--agent", required=True, help="agent id")
-    parser.add_argument("--baseline", required=True, metavar="START/END", help="window before the retrofit")
-    parser.add_argument("--post", required=True, metavar="START/END", help="window after the retrofit")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (default: ./var/reports/AGENT)")
+    parser.add_argument(
+        "--project", default=None, help="retrofit project id (`edgeproof project`): its agents and windows"
+    )
+    parser.add_argument("--agent", default=None, help="agent id (without --project)")
+    parser.add_argument("--baseline", metavar="START/END", help="window before the retrofit (without --project)")
+    parser.add_argument("--post", metavar="START/END", help="window after the retrofit (without --project)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output directory (default: ./var/reports/AGENT, or ./var/reports/PROJECT with a folder per agent)",
+    )
+    parser.add_argument("--no-pdf", action="store_true", help="skip the PDF files (they need Pango and a CJK font)")
 
 
 def format_table(report: EvidenceReport) -> str:
@@ -131,9 +140,21 @@ def format_table(report: EvidenceReport) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    """Write the evidence files; exit 2 on bad windows, a missing store or an unknown agent."""
+    """Write the evidence files; exit 2 on bad windows, a missing store, an unknown agent or project."""
     _setup_logging(args.log_level)
     prog = "report"
+    if args.project is not None:
+        if args.agent or args.baseline or args.post:
+            print(f"{prog}: error: --project takes the agents and windows from the project", file=sys.stderr)
+            return 2
+        return _report_project(args)
+    missing = [f"--{name}" for name in ("agent", "baseline", "post") if getattr(args, name) is None]
+    if missing:
+        print(
+            f"{prog}: error: give --project, or --agent, --baseline and --post (missing {' '.join(missing)})",
+            file=sys.stderr,
+        )
+        return 2
     try:
         baseline = parse_window(args.baseline)
         post = parse_window(args.post)
@@ -150,9 +171,49 @@ def run_report(args: argparse.Namespace) -> int:
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
     out = args.out if args.out is not None else Path("var/reports") / args.agent
-    for path in write_report(report, out):
+    return _write(report, out, not args.no_pdf)
+
+
+def _write(report: EvidenceReport, out: Path, pdf: bool) -> int:
+    from cloud_ingest.record import PdfUnavailable, write_record
+
+    try:
+        paths = write_record(report, out, pdf=pdf)
+    except PdfUnavailable as exc:
+        print(f"report: error: {exc} (or use --no-pdf)", file=sys.stderr)
+        return 1
+    for path in paths:
         print(path)
     print(format_table(report))
+    return 0
+
+
+def _report_project(args: argparse.Namespace) -> int:
+    from cloud_ingest.projects import ProjectStore, UnknownProject
+    from cloud_ingest.record import build_project_reports
+
+    prog = "report"
+    if not Path(args.db).is_file():
+        print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
+        return 2
+    with ProjectStore(args.db) as projects:
+        try:
+            project = projects.get(args.project)
+        except UnknownProject as exc:
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+    with Store(args.db) as store:
+        try:
+            reports = build_project_reports(store, project)
+        except (ReportError, UnknownAgent) as exc:
+            print(f"{prog}: error: project {project.id}: {exc}", file=sys.stderr)
+            return 2
+    out = args.out if args.out is not None else Path("var/reports") / project.id
+    for report in reports:  # one folder per agent, also for a single agent: the layout does not depend on it
+        print(f"project {project.id}, agent {report.agent_id}:")
+        code = _write(report, out / report.agent_id, not args.no_pdf)
+        if code:
+            return code
     return 0
 
 
@@ -176,9 +237,17 @@ def format_gaps(report: GapReport) -> str:
         f"agent {report.agent_id}: {report.received} stored, highest seq {report.highest_seq}; "
         f"{report.evicted} declared evicted ({len(report.declarations)} declaration(s)), {report.missing} missing, "
         f"{report.declared_but_received} declared but received"
+        + (
+            f"; {report.pending} held pending a key, {report.rejected} rejected"
+            if report.pending or report.rejected
+            else ""
+        )
     ]
     for g in report.gaps:
-        what = "missing" if g.declared_by is None else f"evicted ({g.reason}), declared by seq {g.declared_by}"
+        if g.held is not None:
+            what = g.held
+        else:
+            what = "missing" if g.declared_by is None else f"evicted ({g.reason}), declared by seq {g.declared_by}"
         span = f"{g.first}" if g.first == g.last else f"{g.first}-{g.last}"
         lines.append(f"  seq {span} ({g.count}): {what}; after {_side(g.after)}, before {_side(g.before)}")
     return "\n".join(lines)
@@ -191,7 +260,7 @@ def run_gaps(args: argparse.Namespace) -> int:
         print(f"gaps: error: no store at {args.db}", file=sys.stderr)
         return 2
     with Store(args.db) as store:
-        if not store.has_agent(args.agent):
+        if not store.has_agent(args.agent) and not store.has_held(args.agent):
             print(f"gaps: error: no messages of agent {args.agent!r} in {args.db}", file=sys.stderr)
             return 2
         report = store.gap_report(args.agent)

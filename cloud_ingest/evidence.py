@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from cloud_ingest.projects import Project
 from edgeproof.contract import SiteIdentity
 from edgeproof.indicators import ProcessNc, Ratio, TimeElements
 
@@ -148,6 +149,9 @@ class EvidenceReport(BaseModel):
     machines: list[MachineComparison]
     data_quality: DataQuality
     notes: list[Label]
+    project: Project | None = Field(
+        None, description="the retrofit project the record was built for (`edgeproof report --project`)"
+    )
 
     def indicator(self, key: str) -> Indicator:
         for i in self.indicators:
@@ -178,7 +182,8 @@ FRACTION_LABELS: dict[str, tuple[Label, Label]] = {
     "networking_rate": (L("联网设备数", "networked equipment"), L("生产设备总数", "all production equipment")),
     "digitalisation_rate": (L("数字化设备数", "digital equipment"), L("生产设备总数", "all production equipment")),
     "networked_over_digital": (
-        L("联网的数字化设备数", "networked digital equipment"), L("数字化设备数", "digital equipment")
+        L("联网的数字化设备数", "networked digital equipment"),
+        L("数字化设备数", "digital equipment"),
     ),
     "nc_rate_key_processes": (L("数控化关键工序数", "key processes with NC"), L("关键工序总数", "all key processes")),
     "oee": (L("Σ(理想节拍×合格数)", "Σ(PRU × GQ)"), L("有数据的计划忙碌时间 PBT", "planned busy time with data (PBT)")),

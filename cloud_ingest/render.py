@@ -19,6 +19,10 @@ TEXT: dict[Lang, dict[str, str]] = {
         "title": "设备数字化改造前后对比证据",
         "firm": "企业",
         "credit_code": "统一社会信用代码",
+        "project": "改造项目编号",
+        "contract_no": "合同 / 项目编号",
+        "provider": "数字化服务商",
+        "project_agents": "项目采集端",
         "industry": "行业",
         "site": "厂区",
         "timezone": "时区",
@@ -95,6 +99,10 @@ TEXT: dict[Lang, dict[str, str]] = {
         "title": "Before/after evidence of equipment digitalisation",
         "firm": "Firm",
         "credit_code": "Unified social credit code",
+        "project": "Retrofit project",
+        "contract_no": "Contract / project number",
+        "provider": "Service provider",
+        "project_agents": "Agents of the project",
         "industry": "Industry",
         "site": "Site",
         "timezone": "Time zone",
@@ -267,8 +275,14 @@ def render_html(report: EvidenceReport, lang: Lang) -> str:
         lstrip_blocks=True,
     )
     env.filters.update(
-        pct=pct, num=_num, hours=_hours, points=_points, signed_points=_signed_points, when=when,
-        signed_pct=signed_pct, flag=flag,
+        pct=pct,
+        num=_num,
+        hours=_hours,
+        points=_points,
+        signed_points=_signed_points,
+        when=when,
+        signed_pct=signed_pct,
+        flag=flag,
     )
     template = env.get_template("evidence.html.j2")
     footnotes = Footnotes(ZH_REASONS if lang == "zh-CN" else {})

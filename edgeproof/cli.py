@@ -27,6 +27,18 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run_gaps",
         "an agent's sequence gaps: evicted or missing",
     ),
+    "enroll": (
+        "cloud_ingest.enroll",
+        "add_arguments",
+        "run",
+        "register (or revoke) an agent's public key at the cloud; shows its fingerprint",
+    ),
+    "project": (
+        "cloud_ingest.project_cli",
+        "add_arguments",
+        "run",
+        "retrofit projects: import, create, set, show, list",
+    ),
     "kpi": ("edge_agent.recompute", "add_arguments", "run", "recompute every indicator from an agent's event log"),
 }
 
