@@ -49,9 +49,17 @@ def process_cpu_s(pids: list[int]) -> float | None:
 
 
 def bench_agent_config(
-    data_dir: Path, mqtt_port: int, machines: list[dict[str, Any]], devices: list[dict[str, Any]], rules: list[Any]
+    data_dir: Path,
+    mqtt_port: int,
+    machines: list[dict[str, Any]],
+    devices: list[dict[str, Any]],
+    rules: list[Any],
+    extra: dict[str, Any] | None = None,
 ) -> Any:
-    """An agent configuration around the benchmark's machines: one process, rule set "bench", always in shift."""
+    """An agent configuration around the benchmark's machines: one process, rule set "bench", always in shift.
+
+    `extra`: further top-level sections (e.g. `{"kpi": {"bucket_minutes": 1}}`), replacing the defaults.
+    """
     from edge_agent.config import AgentConfig
 
     return AgentConfig.model_validate(
@@ -74,4 +82,17 @@ def bench_agent_config(
             },
             "mqtt": {"host": "127.0.0.1", "port": mqtt_port},
         }
+        | (extra or {})
     )
+
+
+def rss_kb(pid: int | str = "self") -> int | None:
+    """Resident set size (VmRSS) of a process in KiB, from /proc; None if it is gone or has none."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return None
