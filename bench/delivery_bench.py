@@ -480,8 +480,10 @@ async def append_live(
     stop: asyncio.Event,
     appended: dict[int, float],
     append_ms: list[float],
+    wake: Callable[[], None],
 ) -> None:
-    """One message per append_all (one transaction, one disk sync), `rate` a second, on a fixed grid."""
+    """One message per append_all (one transaction, one disk sync), `rate` a second, on a fixed grid;
+    then the publisher is woken, as the agent does after every tick that stored something."""
     period = 1.0 / rate
     next_at = time.monotonic()
     i = 0
@@ -496,6 +498,7 @@ async def append_live(
         (seq,) = outbox.append_all([(topic(AGENT_ID, model.kind), make)])
         append_ms.append((time.monotonic() - t) * 1000)
         appended[seq] = t
+        wake()
         next_at += period
         await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
@@ -532,7 +535,9 @@ async def agent_phase(
     publisher.start()
     pump = asyncio.create_task(publisher.run(stop))
     await asyncio.wait_for(session.wait(), 30)
-    live = asyncio.create_task(append_live(outbox, templates, boot_id, live_rate, stop_live, appended, append_ms))
+    live = asyncio.create_task(
+        append_live(outbox, templates, boot_id, live_rate, stop_live, appended, append_ms, publisher.wake)
+    )
     last = await sub.drained(max(120.0, 3 * expected_s))
     usage = meter.read(last or time.monotonic())
     backlog_live = dict(appended)  # live messages appended while the backlog drained

@@ -515,6 +515,11 @@ class MqttPublisher:
         except TimeoutError:
             pass
 
+    def wake(self) -> None:
+        """New messages are in the outbox: pump now rather than at the next interval (asyncio side)."""
+        if self._wake is not None:
+            self._wake.set()
+
     async def run(self, stop: asyncio.Event, interval_s: float = 0.02) -> None:
         """Publish until `stop` is set; wakes on every batch of PUBACKs, else every interval."""
         wake = self._attach(asyncio.get_running_loop())

@@ -91,6 +91,7 @@ class Agent:
         if self._unsaved:
             self.outbox.append_all(self._unsaved)
             self._unsaved = []
+            self.publisher.wake()
 
     def _birth(self) -> None:
         c = self.config
@@ -162,8 +163,8 @@ class Agent:
         period: float = group.interval_s  # type: ignore[attr-defined]
         key = (device.id, period)
         self.overruns[key] = 0
+        due = time.monotonic()  # polls keep to a fixed grid, so sleep overshoot does not add up
         while not stop.is_set():
-            started = time.monotonic()
             try:
                 samples = await device.read_group(group, self.clock.now)  # type: ignore[arg-type]
             except Exception as e:  # a connector bug must not end acquisition: report it as bad data
@@ -175,10 +176,12 @@ class Agent:
             self.engine.ingest(samples)
             if self.events:
                 self.events.samples(samples)
-            elapsed = time.monotonic() - started
-            if elapsed > period:
+            due += period
+            finished = time.monotonic()
+            if finished > due:  # after the next poll was due: count it, start at once, no catching up
                 self.overruns[key] += 1
-            await asyncio.sleep(max(0.0, period - elapsed))
+                due = finished
+            await asyncio.sleep(due - finished)
 
     def evaluate(self, now: datetime) -> None:
         """Advance every machine to `now`; publish closed state intervals and closed buckets."""
