@@ -39,6 +39,18 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "retrofit projects: import, create, set, show, list",
     ),
+    "export": (
+        "cloud_ingest.bundle_cli",
+        "add_export_arguments",
+        "run_export",
+        "write a project's evidence bundle: record, signed messages, enrolled keys",
+    ),
+    "verify": (
+        "cloud_ingest.bundle_cli",
+        "add_verify_arguments",
+        "run_verify",
+        "check an evidence bundle offline: hashes, signatures, coverage, recomputed indicators",
+    ),
     "kpi": ("edge_agent.recompute", "add_arguments", "run", "recompute every indicator from an agent's event log"),
 }
 
