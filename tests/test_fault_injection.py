@@ -103,12 +103,44 @@ def plant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Plant]:
         _end(sim)
 
 
-class AgentProcess:
+class ChildProcess:
+    """A process of ours that a test starts, SIGKILLs, restarts and stops; one log file per start."""
+
+    def __init__(self, work: Path, name: str) -> None:
+        self.work = work
+        self.name = name
+        self.logs: list[Path] = []
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _launch(self, args: list[str]) -> Path:
+        log = self.work / f"{self.name}-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        self.proc = _spawn(args, log)
+        return log
+
+    def kill(self) -> None:
+        assert self.proc is not None and self.proc.poll() is None, f"the {self.name} died before it was killed"
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> int:
+        """SIGTERM: the process ends cleanly (the agent drains its outbox first); its exit code."""
+        assert self.proc is not None
+        rc = _end(self.proc)
+        self.proc = None
+        return rc
+
+    def log_text(self) -> str:
+        return "".join(p.read_text(encoding="utf-8", errors="replace") for p in self.logs)
+
+
+class AgentProcess(ChildProcess):
     """`python -m edge_agent` on the demo plant's configuration; start() again reuses the data dir."""
 
     def __init__(self, plant: Plant, work: Path, broker_port: int, outbox: dict[str, Any] | None = None) -> None:
+        super().__init__(work, "agent")
         self.plant = plant
-        self.work = work
         self.data_dir = work / "agent-data"
         self.outbox_path = self.data_dir / "outbox.sqlite"
         config = agent_config_for("post", plant.port_base, broker_port, self.data_dir)
@@ -119,66 +151,27 @@ class AgentProcess:
             config["outbox"] = outbox
         self.config_path = work / "agent.yaml"
         self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
-        self.logs: list[Path] = []
-        self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        log = self.work / f"agent-{len(self.logs) + 1}.log"
-        self.logs.append(log)
         args = ["-m", "edge_agent", "--config", str(self.config_path), "--clock", self.plant.clock_json]
-        self.proc = _spawn([*args, "--drain-timeout", "20"], log)
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, "the agent died before it was killed"
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> int:
-        """SIGTERM: the agent drains its outbox and exits; its exit code."""
-        assert self.proc is not None
-        rc = _end(self.proc)
-        self.proc = None
-        return rc
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(encoding="utf-8", errors="replace") for p in self.logs)
+        self._launch([*args, "--drain-timeout", "20"])
 
     def connects(self) -> int:
         """MQTT sessions the agent established, over all its boots."""
         return self.log_text().count("edge_agent.publisher: mqtt connected ")
 
 
-class IngestProcess:
+class IngestProcess(ChildProcess):
     """`python -m cloud_ingest ingest` on one store and one persistent session (fixed client id)."""
 
     def __init__(self, work: Path, db: Path, broker_port: int, client_id: str) -> None:
-        self.work = work
+        super().__init__(work, "ingest")
         self.args = ["-m", "cloud_ingest", "ingest", "--db", str(db), "--mqtt-host", "127.0.0.1"]
         self.args += ["--mqtt-port", str(broker_port), "--client-id", client_id]
-        self.logs: list[Path] = []
-        self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        log = self.work / f"ingest-{len(self.logs) + 1}.log"
-        self.logs.append(log)
-        self.proc = _spawn(self.args, log)
+        log = self._launch(self.args)
         wait_for("the ingest's subscription", lambda: "subscribed topic=" in log.read_text(encoding="utf-8"))
-
-    def kill(self) -> None:
-        assert self.proc is not None and self.proc.poll() is None, "the ingest died before it was killed"
-        self.proc.kill()
-        self.proc.wait()
-        self.proc = None
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        rc = _end(self.proc)
-        self.proc = None
-        return rc
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(encoding="utf-8", errors="replace") for p in self.logs)
 
 
 def start_broker(work: Path) -> Mosquitto:
