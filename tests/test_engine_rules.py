@@ -20,6 +20,7 @@ from edge_agent.kpi import ClosedBucket, ClosedInterval, MachineAccumulator
 from edge_agent.recompute import replay
 from edge_agent.states import NO_RULE_MATCHED
 from edgeproof.indicators import oee, total
+from tests.test_recompute import one_machine_raw
 
 TZ = ZoneInfo("Asia/Shanghai")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -540,39 +541,10 @@ def test_calendar_stops_reach_the_state_intervals_with_their_reasons() -> None:
 
 def counter_engine(bits: int = 16) -> PlantEngine:
     """One machine on one Modbus unit counting parts, planned all Monday (UTC), lateness 10 s, no cycle time."""
-    config = AgentConfig.model_validate(
-        {
-            "agent": {"id": "a"},
-            "site": {"firm": {"name": "F"}, "name": "S", "timezone": "UTC"},
-            "machines": [
-                {
-                    "id": "M1",
-                    "name": "m",
-                    "type": "t",
-                    "digital": True,
-                    "device": "plc",
-                    "state_rules": "r",
-                    "counters": {"parts": "parts", "bits": bits},
-                }
-            ],
-            "devices": [
-                {
-                    "id": "plc",
-                    "protocol": "modbus",
-                    "host": "127.0.0.1",
-                    "poll_interval_s": 1.0,
-                    "tags": [
-                        {"name": "run", "area": "discrete", "address": 0, "type": "bool"},
-                        {"name": "parts", "area": "input", "address": 0},
-                    ],
-                }
-            ],
-            "state_rules": {"r": [{"state": "RUNNING", "when": {"all": [{"tag": "run", "value": True}]}}]},
-            "calendar": {"shifts": [{"days": ["mon"], "start": "00:00", "end": "00:00"}]},
-            "kpi": {"max_lateness_s": 10},
-        }
-    )
-    engine = PlantEngine(config)
+    raw = one_machine_raw()
+    raw["machines"][0]["counters"]["bits"] = bits
+    raw["kpi"] = {"max_lateness_s": 10}
+    engine = PlantEngine(AgentConfig.model_validate(raw))
     engine.start(utc(8))
     return engine
 
