@@ -148,7 +148,7 @@ class MetricsCollector(Collector):
             ),
             "good_samples": CounterMetricFamily("edgeproof_device_good_samples", "good samples read", labels=labels),
             "poll_overruns": CounterMetricFamily(
-                "edgeproof_device_poll_overruns", "poll cycles longer than their period", labels=labels
+                "edgeproof_device_poll_overruns", "poll cycles that finished after the next poll was due", labels=labels
             ),
         }
         for d in h.devices:

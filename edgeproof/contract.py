@@ -68,7 +68,7 @@ class DeviceHealth(_Strict):
     tags: int = Field(ge=0)
     bad_tags: int = Field(ge=0, description="tags whose latest sample is bad (with a reason)")
     good_samples: int = Field(ge=0, description="good samples read since the agent started")
-    poll_overruns: int = Field(ge=0, description="poll cycles that took longer than their period")
+    poll_overruns: int = Field(ge=0, description="poll cycles that finished after the next poll was due")
 
 
 class OutboxHealth(_Strict):
