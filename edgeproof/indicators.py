@@ -9,7 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, NonNegativeInt
+from typing import Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 # (upper bound inclusive, points) of the 2024 SME digital-level form, equipment items.
 SCORE_BANDS: tuple[tuple[float, float], ...] = ((0.10, 0.0), (0.20, 1.5), (0.40, 3.0), (0.60, 4.5), (1.00, 6.0))
@@ -85,6 +95,9 @@ class TimeElements(BaseModel):
     counter_duplicates: NonNegativeInt = Field(0, description="counter samples with a time already seen, ignored")
     counter_late: NonNegativeInt = Field(0, description="counter samples later than the allowed lateness, ignored")
     ideal_known: bool = Field(True, description="False when some produced part had no ideal cycle time")
+    energy_kwh: NonNegativeFloat | None = Field(
+        None, description="active energy metered over the bucket (kWh); None: no power meter configured"
+    )
 
     # time elements are exact to the microsecond; rounding keeps float sums such as 3600.0000000000005
     # minus 3600.0 from leaving a 1e-12 s denominator where there is none
@@ -102,10 +115,22 @@ class TimeElements(BaseModel):
 
     def __add__(self, other: TimeElements) -> TimeElements:
         fields = {name: getattr(self, name) + getattr(other, name) for name in _ADDITIVE}
-        return TimeElements(**fields, ideal_known=self.ideal_known and other.ideal_known)
+        energy = [e for e in (self.energy_kwh, other.energy_kwh) if e is not None]
+        return TimeElements(
+            **fields, ideal_known=self.ideal_known and other.ideal_known, energy_kwh=sum(energy) if energy else None
+        )
+
+    # Fields added after contract v1 shipped are left out while unset (None), on the wire and in the
+    # signed bytes, so that messages signed before they existed still verify.
+    @model_serializer(mode="wrap")
+    def _omit_unset_additions(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("energy_kwh", 0) is None:
+            del data["energy_kwh"]
+        return data
 
 
-_ADDITIVE = [name for name in TimeElements.model_fields if name != "ideal_known"]
+_ADDITIVE = [name for name in TimeElements.model_fields if name not in ("ideal_known", "energy_kwh")]
 
 
 def total(elements: Iterable[TimeElements]) -> TimeElements:
