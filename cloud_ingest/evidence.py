@@ -17,11 +17,12 @@ from edgeproof.indicators import ProcessNc, Ratio, TimeElements
 REPORT_VERSION = 1
 Lang = Literal["zh-CN", "en"]
 LANGS: tuple[Lang, ...] = ("zh-CN", "en")
-Provenance = Literal["measured", "declared", "measured+declared", "none"]
-BasisUnit = Literal["machines", "processes", "seconds", "parts"]
+Provenance = Literal["measured", "declared", "measured+declared", "imported", "none"]
+BasisUnit = Literal["machines", "processes", "seconds", "parts", "months", "kWh/part"]
 
 NO_KPI = "no KPI data in the window"
 NO_REGISTER = "no asset register in the store (no SiteKpi in the window, no birth message)"
+NO_MONTH = "no month with production in the window"
 
 
 class Label(BaseModel):
@@ -38,6 +39,15 @@ class Window(BaseModel):
     length_s: float
 
 
+class MonthRate(BaseModel):
+    """The pass rate of one plant-local calendar month (the part of it inside the window)."""
+
+    month: str = Field(description="YYYY-MM in the site's time zone")
+    good: float = Field(description="good quantity GQ")
+    produced: float = Field(description="produced quantity PQ")
+    value: float | None = Field(description="GQ ÷ PQ; None without production")
+
+
 class Side(BaseModel):
     """One indicator in one window, with what it was computed from."""
 
@@ -50,6 +60,7 @@ class Side(BaseModel):
     provenance: Provenance
     elements: TimeElements | None = Field(None, description="summed ISO 22400-2 time elements behind it")
     processes: list[ProcessNc] | None = Field(None, description="key processes, for the NC rate")
+    months: list[MonthRate] | None = Field(None, description="monthly pass rates, for the monthly average")
     flags: list[str] = Field(default_factory=list)
 
 
@@ -68,32 +79,58 @@ class Indicator(BaseModel):
     change_points: float | None = None
 
 
-class MachineWindow(BaseModel):
+class Performance(BaseModel):
+    """OEE and the other production ratios of a machine or line over one window, with the sums behind them."""
+
+    buckets: int
+    observed_s: float
+    coverage: float | None
+    availability: Ratio
+    performance: Ratio
+    quality: Ratio
+    oee: Ratio
+    capacity_utilisation: Ratio
+    energy_per_good_part: Ratio
+    elements: TimeElements
+    flags: list[str] = Field(default_factory=list)
+
+
+class MachineWindow(Performance):
     """One machine over one window."""
 
     in_register: bool
     digital: bool | None
     nc_capable: bool | None
     acquired: bool | None
-    buckets: int
-    observed_s: float
-    coverage: float | None
     networked: bool | None = Field(description="None when the machine is not in the window's register")
-    availability: Ratio
-    performance: Ratio
-    quality: Ratio
-    oee: Ratio
-    elements: TimeElements
-    flags: list[str] = Field(default_factory=list)
+    first_seen: AwareDatetime | None = Field(description="start of its first state with data in the window")
+    last_seen: AwareDatetime | None = Field(description="end of its last state with data in the window")
 
 
 class MachineComparison(BaseModel):
+    """A machine of the equipment register as measured, before and after."""
+
     machine_id: str
     name: str | None
     machine_type: str | None
     process: str | None
+    key_process: bool | None = Field(description="its process is a key process (关键工序)")
+    digital_basis: str | None = Field(description="why it is (or is not) digital, as declared")
+    protocol: str | None = Field(description="how the agent reads it; None when not acquired")
+    first_seen: AwareDatetime | None = Field(description="start of its first state with data, in all stored data")
+    last_seen: AwareDatetime | None = Field(description="end of its last state with data, in all stored data")
     baseline: MachineWindow
     post: MachineWindow
+
+
+class LineComparison(BaseModel):
+    """A line (the machines of one process) before and after: time elements summed, then divided."""
+
+    process: str
+    key_process: bool | None
+    machines: list[str]
+    baseline: Performance
+    post: Performance
 
 
 class SeqGap(BaseModel):
@@ -112,6 +149,10 @@ class WindowQuality(BaseModel):
     partial_buckets_excluded: int = Field(description="buckets straddling a window boundary, left out")
     superseded_buckets: int = Field(description="same machine and bucket sent again under a later seq")
     overlapping_buckets: int = Field(description="buckets of one machine overlapping another (summed, flagged)")
+    gaps: list[SeqGap] = Field(
+        default_factory=list, description="sequence gaps whose neighbouring messages were produced around the window"
+    )
+    evicted_messages: int = Field(0, description="messages the agent declared evicted, produced in the window")
     register_source: Literal["site", "birth", "none"]
     register_bucket: tuple[AwareDatetime, AwareDatetime] | None = None
     networked_min_coverage: float | None
@@ -124,8 +165,21 @@ class StatusSnapshot(BaseModel):
     received_at: AwareDatetime
 
 
+class HeldSummary(BaseModel):
+    """A message kept out of the evidence: pending an enrolled key, or rejected."""
+
+    seq: int
+    kind: str
+    status: Literal["pending", "rejected"]
+    reason: str
+
+
 class DataQuality(BaseModel):
     messages_received: int
+    verification: dict[str, int] = Field(
+        default_factory=dict, description="stored messages per signature status: verified / unsigned"
+    )
+    held: list[HeldSummary] = Field(default_factory=list, description="messages held apart, not used")
     highest_seq: int | None
     sequence_gaps: list[SeqGap]
     missing_messages: int
@@ -147,6 +201,7 @@ class EvidenceReport(BaseModel):
     post: Window
     indicators: list[Indicator]
     machines: list[MachineComparison]
+    lines: list[LineComparison] = Field(default_factory=list)
     data_quality: DataQuality
     notes: list[Label]
     project: Project | None = Field(
@@ -176,6 +231,8 @@ LABELS: dict[str, Label] = {
     "performance": L("性能率", "Performance"),
     "quality": L("合格率", "Quality"),
     "pass_rate": L("月度平均产品合格率", "Monthly average product pass rate"),
+    "capacity_utilisation": L("产能利用率", "Capacity utilisation"),
+    "energy_per_good_part": L("单件能耗（每合格件）", "Energy per good part"),
 }
 
 FRACTION_LABELS: dict[str, tuple[Label, Label]] = {
@@ -193,7 +250,15 @@ FRACTION_LABELS: dict[str, tuple[Label, Label]] = {
     ),
     "performance": (L("Σ(理想节拍×产量)", "Σ(PRU × PQ)"), L("实际生产时间 APT", "actual production time (APT)")),
     "quality": (L("合格数 GQ", "good quantity (GQ)"), L("产量 PQ", "produced quantity (PQ)")),
-    "pass_rate": (L("合格数 GQ", "good quantity (GQ)"), L("产量 PQ", "produced quantity (PQ)")),
+    "pass_rate": (L("各月合格率之和", "sum of the monthly pass rates"), L("有产量的月数", "months with production")),
+    "capacity_utilisation": (
+        L("Σ(理想节拍×产量)", "Σ(PRU × PQ)"),
+        L("有数据的计划忙碌时间 PBT", "planned busy time with data (PBT)"),
+    ),
+    "energy_per_good_part": (
+        L("电能表计量的有功电量（kWh）", "metered active energy (kWh)"),
+        L("装表设备的合格数 GQ", "good quantity of metered machines (GQ)"),
+    ),
 }
 
 
@@ -249,18 +314,35 @@ def definitions(threshold: str) -> dict[str, Label]:
         ),
         "quality": L("合格数 GQ ÷ 产量 PQ。", "Good quantity (GQ) ÷ produced quantity (PQ)."),
         "pass_rate": L(
-            "评价表要求月度平均产品合格率；此处为整个评价窗口内全部设备的 合格数 ÷ 产量"
-            "（即窗口内的合格率 Q），先求和再相除，而非各月比率的平均。",
-            "The form asks for the monthly average pass rate; here it is GQ ÷ PQ over the whole window for "
-            "all machines (= Q over the window), summed then divided, not an average of monthly ratios.",
+            "按厂区时区的自然月分别计算 合格数 ÷ 产量（只计窗口内的时间桶），再对有产量的月份取算术平均，"
+            "即评价表的月度平均产品合格率；窗口合计的合格率见“合格率”。",
+            "GQ ÷ PQ for each calendar month in the site's time zone (only the buckets inside the window), "
+            "then the arithmetic mean over the months with production: the form's monthly average pass rate. "
+            "The pass rate of the window as a whole is the Quality row.",
+        ),
+        "capacity_utilisation": L(
+            "产能利用率 = Σ(理想节拍×产量) ÷ 有数据的计划忙碌时间，即按理想节拍计的实际产出占计划时间内"
+            "可达产能的比例（含废品，等于 可用率 × 性能率）。ISO 22400-2 未定义该指标，此为本报告采用的定义。",
+            "Capacity utilisation = Σ(PRU × PQ) ÷ planned busy time with data: the output made, at the ideal "
+            "cycle time, as a share of what the planned time allows (scrap included; equals A × P). ISO 22400-2 "
+            "defines no such ratio; this is the definition used here.",
+        ),
+        "energy_per_good_part": L(
+            "装有电能表的设备在窗口内计量的有功电量之和 ÷ 这些设备的合格数之和（kWh/件）；"
+            "未装表的设备不计入分子和分母。",
+            "Active energy metered on the machines with a power meter, summed over the window, ÷ the good "
+            "quantity of those machines (kWh per part); machines without a meter are in neither sum.",
         ),
     }
 
 
 NOTES: list[Label] = [
     L(
-        "数据来源：实测 = 采集端从设备读取的数据；申报 = 资产台账中企业的申报。",
-        "Provenance: measured = read from the machines by the edge agent; declared = stated in the asset register.",
+        "数据来源：实测 = 采集端从设备读取的数据；申报 = 资产台账中企业的申报；"
+        "导入 = 企业从手工记录导入的申报数值（注明申报人与时间），与实测数值分列，不参与实测计算。",
+        "Provenance: measured = read from the machines by the edge agent; declared = stated in the asset register; "
+        "imported = figures the firm imported from manual records (with who and when), shown apart from measured "
+        "numbers and never used in them.",
     ),
     L(
         "评价窗口只统计完全落在窗口内的 KPI 时间桶；跨越窗口边界的时间桶不计入，并在数据质量中列出。",

@@ -8,7 +8,10 @@ files, UTF-8 with a byte-order mark so that Excel reads the Chinese:
 
 - evidence.project.csv     the record's metadata: project, firm, credit code, provider, contract, windows
 - evidence.indicators.csv  one row per indicator: baseline and post value, numerator, denominator, ...
-- evidence.machines.csv    one row per machine and window: register flags, coverage, A/P/Q/OEE, time elements
+- evidence.machines.csv    one row per machine and window: register, first/last seen, coverage, A/P/Q/OEE,
+                           capacity utilisation, energy per good part, time elements
+- evidence.lines.csv       the same per line (the machines of one process), time elements summed
+- evidence.months.csv      the monthly pass rates behind the monthly average pass rate
 
 Numbers in the CSV are the JSON's numbers unrounded (ratios as fractions, times in seconds); an
 undefined value is an empty cell, its reason in the next column.
@@ -23,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from cloud_ingest.evidence import LANGS, EvidenceReport, Lang, MachineWindow
+from cloud_ingest.evidence import LANGS, EvidenceReport, Lang, MachineWindow, MonthRate, Performance
 from cloud_ingest.projects import Project
 from cloud_ingest.render import render_html, write_report
 from cloud_ingest.report import build_report
@@ -189,16 +192,34 @@ ELEMENT_ZH = {
     "counter_duplicates": "重复时间的计数样本",
     "counter_late": "过迟而忽略的计数样本",
     "ideal_known": "理想节拍均已知",
+    "energy_kwh": "有功电量（kWh）",
 }
+
+
+def _performance_columns() -> list[Column]:
+    """Columns of a Performance (row[1]): coverage, the ratios with their bases, the time elements."""
+
+    def elem(key: str) -> Callable[[Any], object]:
+        return lambda r: getattr(r[1].elements, key)
+
+    return [
+        ("buckets", "时间桶数", lambda r: r[1].buckets),
+        ("observed_s", "有效数据时长（秒）", lambda r: r[1].observed_s),
+        ("coverage", "数据覆盖率", lambda r: r[1].coverage),
+        *_ratio_columns("availability", "可用率"),
+        *_ratio_columns("performance", "性能率"),
+        *_ratio_columns("quality", "合格率"),
+        *_ratio_columns("oee", "设备综合效率OEE"),
+        *_ratio_columns("capacity_utilisation", "产能利用率"),
+        *_ratio_columns("energy_per_good_part", "单件能耗kWh"),
+        *[(f"elements.{k}", ELEMENT_ZH.get(k, k), elem(k)) for k in TimeElements.model_fields],
+        ("flags", "标记", lambda r: " ".join(r[1].flags)),
+    ]
 
 
 def machine_columns(report: EvidenceReport) -> list[Column]:
     """Columns of evidence.machines.csv; a row is (MachineComparison, MachineWindow, window name)."""
     pid = report.project.id if report.project else None
-    element_keys = list(TimeElements.model_fields)
-
-    def elem(key: str) -> Callable[[Any], object]:
-        return lambda r: getattr(r[1].elements, key)
 
     def mw(attr: str) -> Callable[[Any], object]:
         return lambda r: getattr(r[1], attr)
@@ -210,21 +231,43 @@ def machine_columns(report: EvidenceReport) -> list[Column]:
         ("name", "名称", lambda r: r[0].name),
         ("machine_type", "类型", lambda r: r[0].machine_type),
         ("process", "工序", lambda r: r[0].process),
+        ("key_process", "关键工序", lambda r: r[0].key_process),
+        ("digital_basis", "数字化依据", lambda r: r[0].digital_basis),
+        ("protocol", "采集协议", lambda r: r[0].protocol),
+        ("first_seen", "首次采集到数据", lambda r: r[0].first_seen),
+        ("last_seen", "最后采集到数据", lambda r: r[0].last_seen),
         ("window", "评价窗口", lambda r: r[2]),
         ("in_register", "在台账中", mw("in_register")),
         ("digital", "数字化", mw("digital")),
         ("nc_capable", "具备数控", mw("nc_capable")),
         ("acquired", "已接入采集", mw("acquired")),
         ("networked", "联网", mw("networked")),
-        ("buckets", "时间桶数", mw("buckets")),
-        ("observed_s", "有效数据时长（秒）", mw("observed_s")),
-        ("coverage", "数据覆盖率", mw("coverage")),
-        *_ratio_columns("availability", "可用率"),
-        *_ratio_columns("performance", "性能率"),
-        *_ratio_columns("quality", "合格率"),
-        *_ratio_columns("oee", "设备综合效率OEE"),
-        *[(f"elements.{k}", ELEMENT_ZH.get(k, k), elem(k)) for k in element_keys],
-        ("flags", "标记", lambda r: " ".join(r[1].flags)),
+        ("window_first_seen", "窗口内首次采集到数据", mw("first_seen")),
+        ("window_last_seen", "窗口内最后采集到数据", mw("last_seen")),
+        *_performance_columns(),
+    ]
+
+
+def line_columns(report: EvidenceReport) -> list[Column]:
+    """Columns of evidence.lines.csv; a row is (LineComparison, Performance, window name)."""
+    pid = report.project.id if report.project else None
+    return [
+        ("project_id", "改造项目编号", lambda _: pid),
+        ("agent_id", "采集端", lambda _: report.agent_id),
+        ("process", "工序", lambda r: r[0].process),
+        ("key_process", "关键工序", lambda r: r[0].key_process),
+        ("machines", "设备", lambda r: " ".join(r[0].machines)),
+        ("window", "评价窗口", lambda r: r[2]),
+        *_performance_columns(),
+    ]
+
+
+def month_rows(report: EvidenceReport) -> list[tuple[str, MonthRate]]:
+    pass_rate = report.indicator("pass_rate")
+    return [
+        (name, m)
+        for name, side in (("baseline", pass_rate.baseline), ("post", pass_rate.post))
+        for m in side.months or []
     ]
 
 
@@ -232,8 +275,12 @@ def machine_rows(report: EvidenceReport) -> list[tuple[Any, MachineWindow, str]]
     return [(m, w, name) for m in report.machines for name, w in (("baseline", m.baseline), ("post", m.post))]
 
 
+def line_rows(report: EvidenceReport) -> list[tuple[Any, Performance, str]]:
+    return [(x, w, name) for x in report.lines for name, w in (("baseline", x.baseline), ("post", x.post))]
+
+
 def write_csv(report: EvidenceReport, out_dir: str | Path) -> list[Path]:
-    """evidence.project.csv, evidence.indicators.csv and evidence.machines.csv in `out_dir`."""
+    """evidence.project.csv, .indicators.csv, .machines.csv, .lines.csv and .months.csv in `out_dir`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     meta_cols: list[Column] = [
@@ -245,6 +292,22 @@ def write_csv(report: EvidenceReport, out_dir: str | Path) -> list[Path]:
         _write_csv(out / "evidence.project.csv", meta_cols, metadata_rows(report)),
         _write_csv(out / "evidence.indicators.csv", indicator_columns(report), report.indicators),
         _write_csv(out / "evidence.machines.csv", machine_columns(report), machine_rows(report)),
+        _write_csv(out / "evidence.lines.csv", line_columns(report), line_rows(report)),
+        _write_csv(out / "evidence.months.csv", month_columns(report), month_rows(report)),
+    ]
+
+
+def month_columns(report: EvidenceReport) -> list[Column]:
+    """Columns of evidence.months.csv, the monthly pass rates behind the monthly average."""
+    pid = report.project.id if report.project else None
+    return [
+        ("project_id", "改造项目编号", lambda _: pid),
+        ("agent_id", "采集端", lambda _: report.agent_id),
+        ("window", "评价窗口", lambda r: r[0]),
+        ("month", "月份", lambda r: r[1].month),
+        ("good", "合格数", lambda r: r[1].good),
+        ("produced", "产量", lambda r: r[1].produced),
+        ("pass_rate", "合格率", lambda r: r[1].value),
     ]
 
 

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from cloud_ingest.evidence import LANGS, NO_KPI, NO_REGISTER, EvidenceReport, Lang
+from cloud_ingest.evidence import LANGS, NO_KPI, NO_MONTH, NO_REGISTER, EvidenceReport, Lang
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,28 @@ TEXT: dict[Lang, dict[str, str]] = {
         "and": "与",
         "flags": "标记",
         "not_in_register": "不在台账中",
+        "imported": "导入（手工记录）",
+        "unit_months": "个月",
+        "unit_kWh/part": "kWh / 件",
+        "month": "月份",
+        "good": "合格数",
+        "produced": "产量",
+        "pass_rate": "合格率",
+        "register": "设备台账（实测）",
+        "key_process": "关键工序",
+        "digital_basis": "数字化依据",
+        "protocol": "采集协议",
+        "first_seen": "首次采集到数据",
+        "last_seen": "最后采集到数据",
+        "energy_per_part": "单件能耗（kWh/件）",
+        "lines": "产线（按工序）",
+        "verification": "消息签名",
+        "held": "隔离的消息（未使用）",
+        "evicted": "采集端声明丢弃的消息",
+        "v_verified": "签名已验证",
+        "v_unsigned": "未签名",
+        "v_pending": "待登记公钥",
+        "v_rejected": "签名被拒",
     },
     "en": {
         "title": "Before/after evidence of equipment digitalisation",
@@ -174,6 +196,28 @@ TEXT: dict[Lang, dict[str, str]] = {
         "and": "and",
         "flags": "Flags",
         "not_in_register": "not in register",
+        "imported": "imported (manual records)",
+        "unit_months": "months",
+        "unit_kWh/part": "kWh / part",
+        "month": "Month",
+        "good": "Good",
+        "produced": "Produced",
+        "pass_rate": "Pass rate",
+        "register": "Equipment register as measured",
+        "key_process": "Key process",
+        "digital_basis": "Digital because",
+        "protocol": "Protocol",
+        "first_seen": "First seen with data",
+        "last_seen": "Last seen with data",
+        "energy_per_part": "Energy per good part (kWh)",
+        "lines": "Lines (by process)",
+        "verification": "Message signatures",
+        "held": "Messages held apart (not used)",
+        "evicted": "Messages the agent declared evicted",
+        "v_verified": "verified",
+        "v_unsigned": "unsigned",
+        "v_pending": "pending key enrolment",
+        "v_rejected": "rejected",
     },
 }
 
@@ -192,6 +236,9 @@ ZH_REASONS: dict[str, str] = {
     NO_REGISTER: "库中无资产台账（窗口内无厂区 KPI，亦无上线消息）",
     "performance_over_100": "性能率超过 100%（理想节拍可能配置有误）",
     "running_in_planned_stop": "计划停机期间设备在运行",
+    "no power meter": "未装电能表",
+    "no good parts": "无合格品",
+    NO_MONTH: "窗口内没有有产量的月份",
     "baseline or post undefined": "基线或改造后数值无定义",
     "undefined": "无定义",
 }
@@ -227,6 +274,14 @@ def _num(value: float | None) -> str:
     if value is None:
         return "—"
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def _kwh(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.3f} kWh"
+
+
+def _signed_kwh(value: float | None) -> str:
+    return "—" if value is None else f"{value:+,.3f} kWh"
 
 
 def _hours(seconds: float | None) -> str:
@@ -278,6 +333,8 @@ def render_html(report: EvidenceReport, lang: Lang) -> str:
         pct=pct,
         num=_num,
         hours=_hours,
+        kwh=_kwh,
+        signed_kwh=_signed_kwh,
         points=_points,
         signed_points=_signed_points,
         when=when,

@@ -9,22 +9,29 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cloud_ingest.evidence import (
     FRACTION_LABELS,
     LABELS,
     NO_KPI,
+    NO_MONTH,
     NO_REGISTER,
     NOTES,
     BasisUnit,
     DataQuality,
     EvidenceReport,
+    HeldSummary,
     Indicator,
+    LineComparison,
     MachineComparison,
     MachineWindow,
+    MonthRate,
+    Performance,
     Provenance,
     SeqGap,
     Side,
@@ -34,10 +41,11 @@ from cloud_ingest.evidence import (
     definitions,
 )
 from cloud_ingest.render import render_html, write_report
-from cloud_ingest.store import KpiRow, Store
+from cloud_ingest.store import EvictionRecord, KpiRow, Store
 from edgeproof.contract import CONTRACT_VERSION, BirthMessage
 from edgeproof.indicators import (
     DEFAULT_NETWORKED_MIN_COVERAGE,
+    NO_METER,
     Oee,
     ProcessInfo,
     ProcessNc,
@@ -46,6 +54,8 @@ from edgeproof.indicators import (
     ScoredRatio,
     SiteRatios,
     TimeElements,
+    capacity_utilisation,
+    energy_per_good_part,
     oee,
     site_ratios,
     total,
@@ -78,6 +88,9 @@ class _WindowData:
     """Everything computed for one window."""
 
     window: Window
+    zone: tzinfo
+    rows: list[KpiRow]
+    seen: dict[str, tuple[datetime, datetime]]
     per_machine: dict[str, TimeElements]
     buckets: dict[str, int]
     plant: TimeElements
@@ -148,7 +161,9 @@ def _register(store: Store, agent_id: str, w: Window) -> _Register | None:
     return _Register(machines, list(birth.processes), DEFAULT_NETWORKED_MIN_COVERAGE, "birth")
 
 
-def _window_data(store: Store, agent_id: str, w: Window) -> _WindowData:
+def _window_data(
+    store: Store, agent_id: str, w: Window, zone: tzinfo, gaps: list[SeqGap], evictions: list[EvictionRecord]
+) -> _WindowData:
     rows, partial, superseded, overlapping = _inside(store.kpi_rows(agent_id, w.start, w.end), w)
     by_machine: dict[str, list[TimeElements]] = defaultdict(list)
     flags: dict[str, list[str]] = defaultdict(list)
@@ -168,12 +183,17 @@ def _window_data(store: Store, agent_id: str, w: Window) -> _WindowData:
         partial_buckets_excluded=partial,
         superseded_buckets=superseded,
         overlapping_buckets=overlapping,
+        gaps=[g for g in gaps if _around(g, w)],
+        evicted_messages=_evicted_in(evictions, w),
         register_source=register.source if register else "none",
         register_bucket=register.bucket if register else None,
         networked_min_coverage=register.min_coverage if register else None,
     )
     return _WindowData(
         window=w,
+        zone=zone,
+        rows=rows,
+        seen=store.seen(agent_id, w.start, w.end),
         per_machine=per_machine,
         buckets={m: len(els) for m, els in by_machine.items()},
         plant=plant,
@@ -260,16 +280,70 @@ def _site_side(key: str, d: _WindowData) -> Side:
     )
 
 
-def _oee_side(key: str, d: _WindowData) -> Side:
-    ratio: Ratio = getattr(d.plant_oee, "quality" if key == "pass_rate" else key)
+def _metered(elements: Iterable[TimeElements]) -> TimeElements | None:
+    """The sum over the machines with a power meter; None when none has one."""
+    metered = [e for e in elements if e.energy_kwh is not None]
+    return total(metered) if metered else None
+
+
+def _energy(elements: Iterable[TimeElements]) -> Ratio:
+    """Energy per good part over the metered machines only: an unmetered machine's parts cost no kWh."""
+    metered = _metered(elements)
+    if metered is None:
+        return Ratio(numerator=0, denominator=0, value=None, null_reason=NO_METER)
+    return energy_per_good_part(metered)
+
+
+def _months(d: _WindowData) -> list[MonthRate]:
+    """GQ and PQ per plant-local calendar month of the bucket start."""
+    sums: dict[str, list[float]] = {}
+    for r in d.rows:
+        month = sums.setdefault(r.bucket_start.astimezone(d.zone).strftime("%Y-%m"), [0.0, 0.0])
+        month[0] += r.elements.gq
+        month[1] += r.elements.pq
+    return [
+        MonthRate(month=m, good=gq, produced=pq, value=gq / pq if pq > 0 else None)
+        for m, (gq, pq) in sorted(sums.items())
+    ]
+
+
+def _pass_rate_side(d: _WindowData) -> Side:
+    """The form's monthly average: the mean of the months' GQ ÷ PQ over the months with production."""
+    months = _months(d)
+    rates = [m.value for m in months if m.value is not None]
     pbt = d.plant.pbt_s
+    coverage = d.plant.observed_pbt_s / pbt if pbt > 0 else None
+    side = _side(Ratio.of(sum(rates), len(rates), NO_MONTH), "measured", coverage=coverage, elements=d.plant)
+    return side.model_copy(
+        update={
+            "months": months,
+            "value": side.value if d.per_machine else None,
+            "null_reason": side.null_reason if d.per_machine else NO_KPI,
+        }
+    )
+
+
+def _oee_side(key: str, d: _WindowData) -> Side:
+    if key == "pass_rate":
+        return _pass_rate_side(d)
+    elements = d.plant
+    if key == "capacity_utilisation":
+        ratio = capacity_utilisation(d.plant)
+    elif key == "energy_per_good_part":
+        ratio = _energy(d.per_machine.values())
+        elements = _metered(d.per_machine.values()) or TimeElements()
+    else:
+        ratio = getattr(d.plant_oee, key)
+    pbt = elements.pbt_s
     side = _side(
         ratio,
         "measured",
-        coverage=d.plant.observed_pbt_s / pbt if pbt > 0 else None,
-        elements=d.plant,
+        coverage=elements.observed_pbt_s / pbt if pbt > 0 else None,
+        elements=elements,
         flags=d.plant_oee.flags,
     )
+    if ratio.null_reason == NO_METER:  # nothing was metered: no basis to show
+        side = side.model_copy(update={"numerator": None, "denominator": None})
     if not d.per_machine:
         side = side.model_copy(update={"value": None, "null_reason": NO_KPI})
     return side
@@ -282,8 +356,12 @@ def _indicator(key: str, base: Side, post: Side, threshold: str) -> Indicator:
         unit = "processes"
     elif key in SITE_KEYS:
         unit = "machines"
-    elif key in ("quality", "pass_rate"):
+    elif key == "quality":
         unit = "parts"
+    elif key == "pass_rate":
+        unit = "months"
+    elif key == "energy_per_good_part":
+        unit = "kWh/part"
     change = post.value - base.value if post.value is not None and base.value is not None else None
     change_points = (
         post.band_points - base.band_points if post.band_points is not None and base.band_points is not None else None
@@ -314,35 +392,71 @@ def _threshold_text(base: _WindowData, post: _WindowData) -> str:
 # -- machines ----------------------------------------------------------------------------------
 
 
+def _performance(elements: list[TimeElements], buckets: int, coverage: float | None) -> dict[str, object]:
+    """The fields of a `Performance` for the summed `elements` of one or more machines."""
+    te = total(elements)
+    result = oee(te)
+    ratios: dict[str, Ratio] = {
+        "availability": result.availability,
+        "performance": result.performance,
+        "quality": result.quality,
+        "oee": result.oee,
+        "capacity_utilisation": capacity_utilisation(te),
+        "energy_per_good_part": _energy(elements),
+    }
+    if not elements:
+        ratios = {k: Ratio(numerator=0, denominator=0, value=None, null_reason=NO_KPI) for k in ratios}
+    return {
+        "buckets": buckets,
+        "observed_s": te.observed_s,
+        "coverage": coverage,
+        "elements": te,
+        "flags": result.flags,
+        **ratios,
+    }
+
+
 def _machine_window(machine_id: str, d: _WindowData) -> MachineWindow:
-    te = d.per_machine.get(machine_id, TimeElements())
+    te = d.per_machine.get(machine_id)
     reg = {m.machine_id: m for m in d.register.machines} if d.register else {}
     cov = {c.machine_id: c for c in d.ratios.coverage} if d.ratios else {}
     entry = reg.get(machine_id)
-    result = oee(te)
-    ratios = {"availability": result.availability, "performance": result.performance, "quality": result.quality,
-              "oee": result.oee}
-    if machine_id not in d.per_machine:
-        ratios = {k: Ratio(numerator=0, denominator=0, value=None, null_reason=NO_KPI) for k in ratios}
-    coverage = cov[machine_id].coverage if machine_id in cov else (
-        te.observed_s / d.window.length_s if d.window.length_s > 0 else None
+    observed = te.observed_s if te else 0.0
+    coverage = (
+        cov[machine_id].coverage
+        if machine_id in cov
+        else (observed / d.window.length_s if d.window.length_s > 0 else None)
     )
+    fields = _performance([te] if te else [], d.buckets.get(machine_id, 0), coverage)
+    fields["flags"] = sorted(set(d.flags.get(machine_id, [])) | set(fields["flags"]))  # type: ignore[call-overload]
+    first, last = d.seen.get(machine_id, (None, None))
     return MachineWindow(
         in_register=entry is not None,
         digital=entry.digital if entry else None,
         nc_capable=entry.nc_capable if entry else None,
         acquired=entry.acquired if entry else None,
-        buckets=d.buckets.get(machine_id, 0),
-        observed_s=te.observed_s,
-        coverage=coverage,
         networked=cov[machine_id].networked if machine_id in cov else None,
-        elements=te,
-        flags=sorted(set(d.flags.get(machine_id, [])) | set(result.flags)),
-        **ratios,
+        first_seen=first,
+        last_seen=last,
+        **fields,  # type: ignore[arg-type]
     )
 
 
-def _machines(birth: BirthMessage | None, base: _WindowData, post: _WindowData) -> list[MachineComparison]:
+def _key_processes(*windows: _WindowData) -> dict[str, bool]:
+    """process id → key flag, the later window's register first."""
+    out: dict[str, bool] = {}
+    for d in windows:
+        for p in d.register.processes if d.register else []:
+            out.setdefault(p.process_id, p.key)
+    return out
+
+
+def _machines(
+    birth: BirthMessage | None,
+    base: _WindowData,
+    post: _WindowData,
+    seen: dict[str, tuple[datetime, datetime]],
+) -> list[MachineComparison]:
     assets = {a.machine_id: a for a in birth.assets} if birth else {}
     ids: list[str] = list(assets)
     for d in (base, post):
@@ -351,16 +465,23 @@ def _machines(birth: BirthMessage | None, base: _WindowData, post: _WindowData) 
             if m not in ids:
                 ids.append(m)
     registered = {m.machine_id: m for d in (post, base) if d.register for m in d.register.machines}
+    key = _key_processes(post, base)
     out = []
     for m in ids:
         a = assets.get(m)
         process = a.process if a else (registered[m].process if m in registered else None)
+        first, last = seen.get(m, (None, None))
         out.append(
             MachineComparison(
                 machine_id=m,
                 name=a.name if a else None,
                 machine_type=a.machine_type if a else None,
                 process=process,
+                key_process=key.get(process) if process else None,
+                digital_basis=a.digital_basis if a else None,
+                protocol=a.protocol if a else None,
+                first_seen=first,
+                last_seen=last,
                 baseline=_machine_window(m, base),
                 post=_machine_window(m, post),
             )
@@ -368,25 +489,78 @@ def _machines(birth: BirthMessage | None, base: _WindowData, post: _WindowData) 
     return out
 
 
+def _line_window(machines: list[str], d: _WindowData) -> Performance:
+    elements = [d.per_machine[m] for m in machines if m in d.per_machine]
+    te = total(elements)
+    pbt = te.pbt_s
+    fields = _performance(
+        elements, sum(d.buckets.get(m, 0) for m in machines), te.observed_pbt_s / pbt if pbt > 0 else None
+    )
+    return Performance(**fields)  # type: ignore[arg-type]
+
+
+def _lines(machines: list[MachineComparison], base: _WindowData, post: _WindowData) -> list[LineComparison]:
+    """One line per process: its machines' time elements summed, then divided."""
+    by_process: dict[str, list[str]] = {}
+    for m in machines:
+        if m.process:
+            by_process.setdefault(m.process, []).append(m.machine_id)
+    key = _key_processes(post, base)
+    return [
+        LineComparison(
+            process=p,
+            key_process=key.get(p),
+            machines=ms,
+            baseline=_line_window(ms, base),
+            post=_line_window(ms, post),
+        )
+        for p, ms in by_process.items()
+    ]
+
+
 # -- data quality ------------------------------------------------------------------------------
 
 
-def _data_quality(store: Store, agent_id: str, base: _WindowData, post: _WindowData) -> DataQuality:
-    seqs = store.sequence_numbers(agent_id)
-    gaps = []
-    for first, last in store.gaps(agent_id):
-        gaps.append(
-            SeqGap(
-                first=first,
-                last=last,
-                count=last - first + 1,
-                after=store.produced_at(agent_id, first - 1),
-                before=store.produced_at(agent_id, last + 1),
-            )
+def _seq_gaps(store: Store, agent_id: str) -> list[SeqGap]:
+    return [
+        SeqGap(
+            first=first,
+            last=last,
+            count=last - first + 1,
+            after=store.produced_at(agent_id, first - 1),
+            before=store.produced_at(agent_id, last + 1),
         )
+        for first, last in store.gaps(agent_id)
+    ]
+
+
+def _around(gap: SeqGap, w: Window) -> bool:
+    """The gap's neighbours were produced around the window, so what is missing may be about it."""
+    return (gap.after is None or gap.after < w.end) and (gap.before is None or gap.before > w.start)
+
+
+def _evicted_in(evictions: list[EvictionRecord], w: Window) -> int:
+    """Messages of the declarations whose evicted messages were produced in the window (counted whole)."""
+    return sum(
+        e.count
+        for e in evictions
+        if e.oldest_produced_at is not None
+        and e.newest_produced_at is not None
+        and e.oldest_produced_at < w.end
+        and e.newest_produced_at >= w.start
+    )
+
+
+def _data_quality(store: Store, agent_id: str, gaps: list[SeqGap], base: _WindowData, post: _WindowData) -> DataQuality:
+    seqs = store.sequence_numbers(agent_id)
     status = store.status(agent_id)
+    counts = store.verification_counts(agent_id)
     return DataQuality(
         messages_received=len(seqs),
+        verification={k: n for k, n in counts.items() if k in ("verified", "unsigned")},
+        held=[
+            HeldSummary(seq=h.seq, kind=h.kind, status=h.status, reason=h.reason) for h in store.held_messages(agent_id)
+        ],
         highest_seq=seqs[-1] if seqs else None,
         sequence_gaps=gaps,
         missing_messages=sum(g.count for g in gaps),
@@ -396,14 +570,35 @@ def _data_quality(store: Store, agent_id: str, base: _WindowData, post: _WindowD
         post=post.quality,
         last_status=StatusSnapshot(
             online=status.online, boot_id=status.boot_id, at=status.at, received_at=status.received_at
-        ) if status else None,
+        )
+        if status
+        else None,
     )
+
+
+def _zone(birth: BirthMessage | None) -> tzinfo:
+    """The site's time zone, for calendar months; UTC when unknown."""
+    if birth is None:
+        return UTC
+    try:
+        return ZoneInfo(birth.site.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown site time zone %r; months are UTC months", birth.site.timezone)
+        return UTC
 
 
 # -- entry point -------------------------------------------------------------------------------
 
 SITE_KEYS = ("networking_rate", "digitalisation_rate", "networked_over_digital", "nc_rate_key_processes")
-OEE_KEYS = ("oee", "availability", "performance", "quality", "pass_rate")
+OEE_KEYS = (
+    "oee",
+    "availability",
+    "performance",
+    "quality",
+    "pass_rate",
+    "capacity_utilisation",
+    "energy_per_good_part",
+)
 
 
 def build_report(
@@ -422,12 +617,15 @@ def build_report(
         known = ", ".join(store.agents()) or "none"
         raise UnknownAgent(f"no messages from agent {agent_id!r} in {store.path} (agents: {known})")
 
-    base_d = _window_data(store, agent_id, base_w)
-    post_d = _window_data(store, agent_id, post_w)
+    birth = store.latest_birth(agent_id)
+    zone = _zone(birth)
+    gaps, evictions = _seq_gaps(store, agent_id), store.evictions(agent_id)
+    base_d = _window_data(store, agent_id, base_w, zone, gaps, evictions)
+    post_d = _window_data(store, agent_id, post_w, zone, gaps, evictions)
     threshold = _threshold_text(base_d, post_d)
     indicators = [_indicator(k, _site_side(k, base_d), _site_side(k, post_d), threshold) for k in SITE_KEYS]
     indicators += [_indicator(k, _oee_side(k, base_d), _oee_side(k, post_d), threshold) for k in OEE_KEYS]
-    birth = store.latest_birth(agent_id)
+    machines = _machines(birth, base_d, post_d, store.seen(agent_id))
     report = EvidenceReport(
         contract_version=CONTRACT_VERSION,
         agent_id=agent_id,
@@ -437,13 +635,19 @@ def build_report(
         baseline=base_w,
         post=post_w,
         indicators=indicators,
-        machines=_machines(birth, base_d, post_d),
-        data_quality=_data_quality(store, agent_id, base_d, post_d),
+        machines=machines,
+        lines=_lines(machines, base_d, post_d),
+        data_quality=_data_quality(store, agent_id, gaps, base_d, post_d),
         notes=NOTES,
     )
     log.info(
         "evidence built agent=%s baseline=%s/%s post=%s/%s machines=%d gaps=%d",
-        agent_id, base_w.start.isoformat(), base_w.end.isoformat(), post_w.start.isoformat(),
-        post_w.end.isoformat(), len(report.machines), len(report.data_quality.sequence_gaps),
+        agent_id,
+        base_w.start.isoformat(),
+        base_w.end.isoformat(),
+        post_w.start.isoformat(),
+        post_w.end.isoformat(),
+        len(report.machines),
+        len(report.data_quality.sequence_gaps),
     )
     return report

@@ -61,6 +61,8 @@ DEAD_LETTER_KEEP_BYTES = 64 << 10
 # 2: eviction declarations (evictions, evicted_ranges); 3: health, messages.historical;
 # 4: signatures (agent_keys, held, messages.verification and messages.key_id)
 SCHEMA_VERSION = 4
+# states that only data can give; the calendar's (planned stop, not scheduled) and UNKNOWN cannot
+DATA_STATES = ("RUNNING", "SETUP", "MICRO_STOP", "IDLE", "FAULT")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -1238,6 +1240,25 @@ class Store:
             )
             for a, s, mid, bs, be, el, fl in rows
         ]
+
+    def seen(
+        self, agent_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> dict[str, tuple[datetime, datetime]]:
+        """Per machine, (first, last) time it was seen with data: the earliest start and latest end of
+        its state intervals that need data (RUNNING, SETUP, MICRO_STOP, IDLE, FAULT), clipped to
+        [start, end) when given. Calendar states (planned stop, not scheduled) and UNKNOWN do not count."""
+        lo, hi = iso(start) if start else "", iso(end) if end else "~"
+        rows = self._query(
+            'SELECT machine_id, MIN(start), MAX("end") FROM states WHERE agent_id = ? AND state IN '
+            f"({', '.join(repr(s) for s in DATA_STATES)}) "
+            'AND "end" > ? AND start < ? GROUP BY machine_id',
+            (agent_id, lo, hi),
+        )
+        out = {}
+        for machine, first, last in rows:
+            a, b = parse_iso(str(first)), parse_iso(str(last))
+            out[str(machine)] = (max(a, start) if start else a, min(b, end) if end else b)
+        return out
 
     def latest_site(self, agent_id: str, start: datetime, end: datetime) -> SiteKpi | None:
         """The SiteKpi with the latest bucket lying inside [start, end]."""

@@ -33,7 +33,7 @@ from edge_agent.identity import load_or_create
 from edge_agent.outbox import Outbox
 from edgeproof.broker import EmbeddedBroker
 from edgeproof.clock import ClockSpec, ScaledClock
-from edgeproof.indicators import TimeElements, oee, total
+from edgeproof.indicators import TimeElements, capacity_utilisation, oee, total
 from edgeproof.netutil import free_port, free_port_block
 from simulators.scenario import load_scenario
 
@@ -188,8 +188,10 @@ def run_phases(out: Path, speed: float, mqtt_port: int, scenario: Path | None, s
     return [baseline, post]
 
 
-def _pct(v: float | None) -> str:
-    return "—" if v is None else f"{v * 100:.1f}%"
+def _pct(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    return f"{v:.3f}kWh" if unit == "kWh/part" else f"{v * 100:.1f}%"
 
 
 def truth_summary(truth: dict[str, Any], machine_ids: list[str]) -> dict[str, float | None]:
@@ -203,6 +205,7 @@ def truth_summary(truth: dict[str, Any], machine_ids: list[str]) -> dict[str, fl
         "availability": result.availability.value,
         "performance": result.performance.value,
         "quality": result.quality.value,
+        "capacity_utilisation": capacity_utilisation(te).value,
     }
 
 
@@ -295,11 +298,11 @@ def print_table(report: EvidenceReport, results: list[PlantRun], say: Any) -> No
         row = (
             _cell(ind.label.zh, 40)
             + _cell(ind.post.provenance, 12)
-            + _cell(_pct(ind.baseline.value), 8, True)
-            + _cell(_pct(tb), 9, True)
+            + _cell(_pct(ind.baseline.value, ind.unit), 8, True)
+            + _cell(_pct(tb, ind.unit), 9, True)
             + "  "
-            + _cell(_pct(ind.post.value), 8, True)
-            + _cell(_pct(tp), 9, True)
+            + _cell(_pct(ind.post.value, ind.unit), 8, True)
+            + _cell(_pct(tp, ind.unit), 9, True)
         )
         say("  " + row)
     say("  truth 真值: the simulator's ground truth over the machines the agent measured (— where it has none);")

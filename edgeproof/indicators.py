@@ -8,7 +8,6 @@ cloud (per evidence window), so both sides compute a ratio the same way. Roll-up
 from __future__ import annotations
 
 from collections.abc import Iterable
-
 from typing import Any
 
 from pydantic import (
@@ -175,6 +174,32 @@ def oee(te: TimeElements) -> Oee:
     if te.counter_jumps > 0:
         flags.append(COUNTER_JUMPS_REJECTED)
     return Oee(availability=availability, performance=performance, quality=quality, oee=overall, flags=flags)
+
+
+NO_METER = "no power meter"
+
+
+def capacity_utilisation(te: TimeElements) -> Ratio:
+    """产能利用率: output at the ideal cycle time ÷ planned busy time with data, Σ(PRU·PQ) / observed PBT.
+
+    The output the machine could have made in the planned time at its ideal cycle is the capacity;
+    this is A × P, including scrap (ISO 22400-2 defines no capacity ratio; see docs/indicators.md).
+    """
+    denominator = te.observed_pbt_s
+    if denominator <= 0:
+        return Ratio.of(
+            te.ideal_run_s, 0.0, "no planned busy time" if te.pbt_s <= 0 else "no data in planned busy time"
+        )
+    if not te.ideal_known:
+        return Ratio(numerator=0, denominator=denominator, value=None, null_reason="unknown cycle time")
+    return Ratio.of(te.ideal_run_s, denominator)
+
+
+def energy_per_good_part(te: TimeElements) -> Ratio:
+    """单件能耗: metered active energy (kWh) ÷ good quantity; undefined without a meter or good parts."""
+    if te.energy_kwh is None:
+        return Ratio(numerator=0, denominator=te.gq, value=None, null_reason=NO_METER)
+    return Ratio.of(te.energy_kwh, te.gq, "no good parts")
 
 
 class RegisteredMachine(BaseModel):

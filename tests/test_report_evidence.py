@@ -159,9 +159,9 @@ def scenario() -> list[tuple[str, bytes]]:
     a.kpi("M1", p9, observed_s=3600, pot_s=3600, pdot_s=600, apt_s=2700, idle_s=300, pq=88, sq=2,
           ideal_run_s=2640, ideal_good_s=2580)
     a.kpi("M2", p8, observed_s=3600, pot_s=3600, apt_s=3000, fault_s=600, pq=280, sq=7,
-          ideal_run_s=2800, ideal_good_s=2730)
+          ideal_run_s=2800, ideal_good_s=2730, energy_kwh=12.5)                                  # power meter
     a.kpi("M2", p9, observed_s=3600, pot_s=3600, apt_s=3300, idle_s=300, pq=310, sq=5,
-          ideal_run_s=3100, ideal_good_s=3050)
+          ideal_run_s=3100, ideal_good_s=3050, energy_kwh=14.0)
     a.kpi("M4", p8, observed_s=3600, pot_s=3600, apt_s=1800, idle_s=1800, pq=30, sq=0,
           ideal_run_s=1800, ideal_good_s=1800)
     a.kpi("M4", p9, observed_s=3000, pot_s=3600, unknown_s=600, apt_s=2400, idle_s=600, pq=40, sq=2,
@@ -242,8 +242,11 @@ def test_plant_oee_sums_time_elements_then_divides(report: EvidenceReport) -> No
     assert report.indicator("quality").post.value == 826 / 843
     pass_rate = report.indicator("pass_rate")
     assert (pass_rate.baseline.value, pass_rate.post.value) == (234 / 250, 826 / 843)
-    assert (pass_rate.baseline.numerator, pass_rate.baseline.denominator, pass_rate.unit) == (234, 250, "parts")
-    assert "= Q over the window" in pass_rate.definition.en
+    # one month in each window: the monthly average is that month's GQ ÷ PQ
+    assert (pass_rate.baseline.numerator, pass_rate.baseline.denominator, pass_rate.unit) == (234 / 250, 1, "months")
+    assert pass_rate.baseline.months is not None
+    assert [(m.month, m.good, m.produced) for m in pass_rate.baseline.months] == [("2024-03", 234, 250)]
+    assert "arithmetic mean over the months with production" in pass_rate.definition.en
     assert pass_rate.label.zh == "月度平均产品合格率"
 
 
@@ -284,6 +287,78 @@ def test_data_quality(report: EvidenceReport) -> None:
     assert report.site is not None and report.site.firm.name == FIRM
 
 
+def test_register_as_measured(report: EvidenceReport) -> None:
+    by_id = {m.machine_id: m for m in report.machines}
+    m2, m3, m4 = by_id["M2"], by_id["M3"], by_id["M4"]
+    assert (m2.key_process, m2.protocol, m2.digital_basis) == (True, "modbus", None)
+    assert (m3.key_process, m3.protocol, m3.digital_basis) == (False, None, "digital torque instrument")
+    assert (m4.key_process, m4.protocol, m4.digital_basis) == (True, "modbus", "PLC retrofit")
+    # seen = the span of its states that need data: M2's one FAULT interval, 08:20-08:30
+    fault = (BASE[0] + timedelta(minutes=20), BASE[0] + timedelta(minutes=30))
+    assert (m2.first_seen, m2.last_seen) == fault
+    assert (m2.baseline.first_seen, m2.baseline.last_seen) == fault
+    assert (m2.post.first_seen, m2.post.last_seen) == (None, None)
+    assert (by_id["M1"].first_seen, by_id["M1"].baseline.first_seen) == (None, None)
+
+
+def test_capacity_utilisation_and_energy_per_good_part(report: EvidenceReport) -> None:
+    cap = report.indicator("capacity_utilisation")
+    assert (cap.baseline.numerator, cap.baseline.denominator, cap.baseline.value) == (5500, 8400, 5500 / 8400)
+    assert cap.post.value == 15590 / 20400
+    m1 = next(m for m in report.machines if m.machine_id == "M1")
+    assert m1.baseline.capacity_utilisation.value == 4500 / 6600
+    energy = report.indicator("energy_per_good_part")
+    assert energy.unit == "kWh/part"
+    # no meter before the retrofit; after it only M2 has one: its kWh over its own good parts
+    assert (energy.baseline.value, energy.baseline.null_reason) == (None, "no power meter")
+    assert (energy.post.numerator, energy.post.denominator, energy.post.value) == (26.5, 578, 26.5 / 578)
+    by_id = {m.machine_id: m for m in report.machines}
+    assert by_id["M2"].post.energy_per_good_part.value == 26.5 / 578
+    assert by_id["M2"].post.elements.energy_kwh == 26.5
+    assert by_id["M1"].post.energy_per_good_part.null_reason == "no power meter"
+
+
+def test_lines_sum_their_machines(report: EvidenceReport) -> None:
+    lines = {line.process: line for line in report.lines}
+    assert list(lines) == ["turning", "pressing", "assembly", "welding"]
+    pressing = lines["pressing"]
+    assert (pressing.key_process, pressing.machines) == (True, ["M2"])
+    assert pressing.post.oee.value == 5780 / 7200
+    assert pressing.baseline.coverage == 1800 / 7200
+    assert lines["assembly"].post.oee.null_reason == NO_KPI
+    assert lines["welding"].post.capacity_utilisation.value == 4200 / 6600
+
+
+def test_monthly_pass_rate_averages_plant_local_months(tmp_path: Path) -> None:
+    """Jan: 90 of 100 good, Feb: 294 of 300 → monthly average 0.94, not the pooled 384/400 = 0.96.
+
+    The February bucket starts at 00:00 +08:00, still January in UTC: months are the site's.
+    """
+    a = Agent()
+    jan, feb = datetime(2024, 1, 31, 22, tzinfo=CST), datetime(2024, 2, 1, 0, tzinfo=CST)
+    a.birth(jan - timedelta(hours=1), retrofitted=True)
+    a.kpi("M1", jan, observed_s=3600, pot_s=3600, apt_s=3000, pq=100, sq=10, ideal_run_s=3000, ideal_good_s=2700)
+    a.kpi("M1", feb, observed_s=3600, pot_s=3600, apt_s=3000, pq=300, sq=6, ideal_run_s=3000, ideal_good_s=2940)
+    with Store(tmp_path / "s.sqlite") as store:
+        for name, payload in a.sent:
+            store.ingest(name, payload)
+        r = build_report(store, AGENT, (jan, feb + timedelta(hours=1)), POST)
+    pass_rate = r.indicator("pass_rate").baseline
+    assert pass_rate.months is not None
+    assert [(m.month, m.value) for m in pass_rate.months] == [("2024-01", 0.9), ("2024-02", 0.98)]
+    assert (pass_rate.numerator, pass_rate.denominator, pass_rate.value) == (0.9 + 0.98, 2, (0.9 + 0.98) / 2)
+    assert r.indicator("quality").baseline.value == 384 / 400
+    assert r.indicator("pass_rate").post.null_reason == NO_KPI
+
+
+def test_data_quality_shows_signatures_and_gaps_per_window(report: EvidenceReport) -> None:
+    q = report.data_quality
+    assert (q.verification, q.held) == ({"verified": 0, "unsigned": 17}, [])
+    [gap] = q.baseline.gaps
+    assert (gap.first, gap.last) == (7, 8)
+    assert (q.post.gaps, q.baseline.evicted_messages, q.post.evicted_messages) == ([], 0, 0)
+
+
 def test_report_without_site_kpi_falls_back_to_the_birth_register(tmp_path: Path) -> None:
     with Store(tmp_path / "s.sqlite") as store:
         for name, payload in scenario():
@@ -318,7 +393,7 @@ def test_html_in_both_languages(report: EvidenceReport) -> None:
     for text in ("Networking rate of production equipment", "Digitalisation rate of production equipment",
                  "Networked share of digital equipment (non-official ratio)", "NC rate of key processes",
                  "OEE, overall equipment effectiveness (ISO 22400-2)", "Availability", "Performance", "Quality",
-                 "Monthly average product pass rate", "= Q over the window", "No official formula was published",
+                 "Monthly average product pass rate", "arithmetic mean over the months", "No official formula was published",
                  "+50.0 pp", "33.3%", "100.0%", "Welding cell", "measured + declared"):
         assert text in en, text
     assert 'title="no KPI data in the window"' in en

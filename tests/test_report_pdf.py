@@ -30,7 +30,8 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvidenceReport, P
     paths = write_record(report, out)
     assert [p.name for p in paths] == [
         "evidence.json", "evidence.zh-CN.html", "evidence.en.html", "evidence.zh-CN.pdf", "evidence.en.pdf",
-        "evidence.project.csv", "evidence.indicators.csv", "evidence.machines.csv",
+        "evidence.project.csv", "evidence.indicators.csv", "evidence.machines.csv", "evidence.lines.csv",
+        "evidence.months.csv",
     ]  # fmt: skip
     return report, out
 
@@ -55,6 +56,13 @@ def test_chinese_pdf_has_the_figures_and_labels_as_text(written: tuple[EvidenceR
         "合同 / 项目编号 SZ-SZH-2024-017",
         "改造项目编号 sz-2024-001",
         "2024-03-01 08:00 +0800 — 2024-03-01 10:00 +0800",
+        "产能利用率 65.5% 76.4% +10.9 个百分点",
+        "单件能耗（每合格件） —",  # no meter before the retrofit
+        "0.046 kWh",  # after it: M2's 26.5 kWh over its 578 good parts
+        "月度平均产品合格率 93.6% 98.0%",
+        "设备台账（实测）",
+        "08:20 +0800 08:30 +0800",  # M2 first and last seen with data (the date wraps in its cell)
+        "未签名: 17",
         "数据质量",
     ):
         assert expected in text, expected
@@ -71,6 +79,9 @@ def test_english_pdf_has_the_figures_and_labels_as_text(written: tuple[EvidenceR
         "Contract / project number SZ-SZH-2024-017",
     ):
         assert expected in text, expected
+
+
+RATIOS = ("availability", "performance", "quality", "oee", "capacity_utilisation", "energy_per_good_part")
 
 
 def _num(cell: str) -> float | None:
@@ -110,7 +121,7 @@ def test_csv_has_a_bom_and_parses_back_to_the_json_numbers(written: tuple[Eviden
             assert row["networked"] == {True: "true", False: "false", None: ""}[side["networked"]]
             assert _num(row["coverage"]) == side["coverage"]
             assert int(row["buckets"]) == side["buckets"]
-            for ratio in ("availability", "performance", "quality", "oee"):
+            for ratio in RATIOS:
                 assert _num(row[ratio]) == side[ratio]["value"]
                 assert _num(row[f"{ratio}_numerator"]) == side[ratio]["numerator"]
                 assert _num(row[f"{ratio}_denominator"]) == side[ratio]["denominator"]
@@ -119,6 +130,20 @@ def test_csv_has_a_bom_and_parses_back_to_the_json_numbers(written: tuple[Eviden
                     assert row[f"elements.{key}"] == str(value).lower()
                 else:
                     assert _num(row[f"elements.{key}"]) == value, (m["machine_id"], window, key)
+
+    lines = read_csv(out / "evidence.lines.csv")
+    assert [(r["process"], r["window"]) for r in lines[:2]] == [("turning", "baseline"), ("turning", "post")]
+    for line in record["lines"]:
+        for window in ("baseline", "post"):
+            [row] = [r for r in lines if r["process"] == line["process"] and r["window"] == window]
+            assert row["machines"] == " ".join(line["machines"])
+            for ratio in ("oee", "capacity_utilisation", "energy_per_good_part"):
+                assert _num(row[ratio]) == line[window][ratio]["value"]
+    months = read_csv(out / "evidence.months.csv")
+    assert [(r["window"], r["month"], _num(r["good"]), _num(r["produced"])) for r in months] == [
+        ("baseline", "2024-03", 234, 250),
+        ("post", "2024-06", 826, 843),
+    ]
 
     meta = {r["field"]: r["value"] for r in read_csv(out / "evidence.project.csv")}
     assert meta["project_id"] == "sz-2024-001"
