@@ -49,9 +49,18 @@ _FIELD["UNKNOWN"] = "unknown_s"
 IDEAL_CYCLE_S = 30.0
 
 
-def bench_config(machines: int, poll_s: float) -> AgentConfig:
-    """One Modbus unit per machine with a state register and a parts counter; two shifts, Mon-Sat."""
+def bench_config(machines: int, poll_s: float, meter: bool = False) -> AgentConfig:
+    """One Modbus unit per machine with a state register and a parts counter (and, with `meter`, an
+    energy meter in Wh); two shifts, Mon-Sat."""
     weekdays = ["mon", "tue", "wed", "thu", "fri", "sat"]
+    counters: dict[str, object] = {"parts": "parts"}
+    tags = [
+        {"name": "state", "area": "holding", "address": 0},
+        {"name": "parts", "area": "holding", "address": 1, "type": "uint32"},
+    ]
+    if meter:
+        counters |= {"energy": "energy_wh", "energy_scale": 0.001}
+        tags.append({"name": "energy_wh", "area": "holding", "address": 3, "type": "uint32"})
     return AgentConfig.model_validate(
         {
             "agent": {"id": "kpi-bench"},
@@ -65,7 +74,7 @@ def bench_config(machines: int, poll_s: float) -> AgentConfig:
                     "ideal_cycle_s": IDEAL_CYCLE_S,
                     "device": f"u{i:03d}",
                     "state_rules": "state_register",
-                    "counters": {"parts": "parts"},
+                    "counters": counters,
                 }
                 for i in range(machines)
             ],
@@ -76,10 +85,7 @@ def bench_config(machines: int, poll_s: float) -> AgentConfig:
                     "host": "127.0.0.1",
                     "unit": 1 + i % 247,
                     "poll_interval_s": poll_s,
-                    "tags": [
-                        {"name": "state", "area": "holding", "address": 0},
-                        {"name": "parts", "area": "holding", "address": 1, "type": "uint32"},
-                    ],
+                    "tags": tags,
                 }
                 for i in range(machines)
             ],
@@ -122,14 +128,18 @@ class Samples:
     state: np.ndarray  # int8 state register value
     parts: np.ndarray  # int64 parts counter
     machines: int
+    energy: np.ndarray | None = None  # int64 energy meter (Wh), when synthesized with a meter
 
     @property
     def cycles(self) -> int:
         return len(self.time_us) // self.machines
 
 
-def synthesize(machines: int, cycles: int, poll_s: float, seed: int = 1) -> Samples:
-    """State register runs of random length (0 idle, 1 running, 2 setup, 3 fault); parts while running."""
+def synthesize(machines: int, cycles: int, poll_s: float, seed: int = 1, meter: bool = False) -> Samples:
+    """State register runs of random length (0 idle, 1 running, 2 setup, 3 fault); parts while running.
+
+    With `meter`, an energy meter in Wh: 40 kW while running, 10 kW otherwise, drawn after everything
+    else, so the other columns are those of a run without it."""
     rng = np.random.default_rng(seed)
     runs = rng.geometric(1 / 12, size=(cycles // 2 + 2, machines))  # cycles per run, mean 12
     values = rng.choice(np.array([0, 1, 1, 1, 2, 3], dtype=np.int8), size=runs.shape)
@@ -140,12 +150,17 @@ def synthesize(machines: int, cycles: int, poll_s: float, seed: int = 1) -> Samp
     parts = rng.integers(0, 1_000_000, size=machines) + np.cumsum(made, axis=0, dtype=np.int64)
     t0_us = int(T0.timestamp()) * 1_000_000
     period_us = round(poll_s * 1_000_000)
+    energy = None
+    if meter:
+        kw = np.where(state == 1, 40.0, 10.0) * (1 + 0.05 * rng.standard_normal((cycles, machines)))
+        energy = rng.integers(0, 10**7, size=machines) + np.floor(np.cumsum(kw * poll_s / 3.6, axis=0)).astype(np.int64)
     return Samples(
         machine=np.tile(np.arange(machines, dtype=np.int32), cycles),
         time_us=np.repeat(t0_us + np.arange(cycles, dtype=np.int64) * period_us, machines),
         state=state.ravel(),
         parts=parts.ravel(),
         machines=machines,
+        energy=None if energy is None else energy.ravel(),
     )
 
 
@@ -170,6 +185,9 @@ def events(config: AgentConfig, data: Samples) -> Iterator[Event]:
             row = k * m + i
             yield SampleLine.model_construct(device=ids[i], tag="state", value=int(data.state[row]), good=True, at=at)
             yield SampleLine.model_construct(device=ids[i], tag="parts", value=int(data.parts[row]), good=True, at=at)
+            if data.energy is not None:
+                wh = int(data.energy[row])
+                yield SampleLine.model_construct(device=ids[i], tag="energy_wh", value=wh, good=True, at=at)
         yield TickLine.model_construct(tick=at)
 
 
@@ -274,6 +292,19 @@ def vectorized_buckets(config: AgentConfig, data: Samples) -> dict[str, list[Clo
         pq, (np.broadcast_to(np.arange(m), deltas.shape), np.broadcast_to(tick_bucket[:, None], deltas.shape)), deltas
     )
     fields = _fields(micros)
+    # energy per bucket: the meter's increase booked at each reading's time, as for parts; integer Wh
+    # sums are exact, so they equal the replay's float sums in any order
+    counters = config.machines[0].counters
+    metered = counters.energy is not None
+    wh = np.zeros((m, nb), dtype=np.int64)  # a meter never read has counted nothing
+    if metered and data.energy is not None:
+        meter = data.energy.reshape(k, m)
+        rises = np.diff(meter, axis=0, prepend=meter[:1])
+        if rises.min() < 0:
+            raise NotImplementedError("meter resets are not vectorized")
+        np.add.at(
+            wh, (np.broadcast_to(np.arange(m), rises.shape), np.broadcast_to(tick_bucket[:, None], rises.shape)), rises
+        )
 
     out: dict[str, list[ClosedBucket]] = {}
     for i, machine in enumerate(config.machines):
@@ -284,7 +315,10 @@ def vectorized_buckets(config: AgentConfig, data: Samples) -> dict[str, list[Clo
             seconds = {name: int(us[i, b]) / 1_000_000 for name, us in fields.items() if us[i, b]}
             n = int(pq[i, b])
             ideal = IDEAL_CYCLE_S * n if n else 0
-            elements = TimeElements(**seconds, pq=n, sq=0, ideal_run_s=ideal, ideal_good_s=ideal, ideal_known=True)
+            energy = int(wh[i, b]) * counters.energy_scale if metered else None
+            elements = TimeElements(
+                **seconds, pq=n, sq=0, ideal_run_s=ideal, ideal_good_s=ideal, ideal_known=True, energy_kwh=energy
+            )
             closed.append(ClosedBucket(bucket_starts[b], bucket_starts[b + 1], elements))
         out[machine.id] = closed
     return out

@@ -81,6 +81,19 @@ class Counters(_Model):
     parts: str | None = Field(None, description="tag with the cumulative produced-parts counter")
     scrap: str | None = Field(None, description="tag with the cumulative scrap counter")
     bits: Literal[16, 32, 64] = Field(32, description="counter width, for wrap detection")
+    energy: str | None = Field(
+        None, description="tag with the power meter's cumulative active energy (e.g. its total kWh register)"
+    )
+    energy_scale: PositiveFloat = Field(1.0, description="kWh per unit of the energy tag, e.g. 0.001 for Wh")
+
+    @model_serializer(mode="wrap")
+    def _no_meter_as_before(self, handler: SerializerFunctionWrapHandler) -> object:
+        # dumped as before meters existed, so the configuration fingerprint of older logs still matches
+        out = handler(self)
+        if self.energy is None:
+            out.pop("energy", None)
+            out.pop("energy_scale", None)
+        return out
 
 
 class Machine(_Model):
@@ -358,6 +371,8 @@ class AgentConfig(_Model):
             if m.process is not None and m.process not in processes:
                 raise located_error(("machines", i, "process"), f"{m.process!r} is not in processes")
             if m.device is None:
+                if m.counters.energy is not None:
+                    raise located_error(("machines", i, "counters", "energy"), "a meter needs the machine's device")
                 continue
             if m.device not in devices:
                 raise located_error(("machines", i, "device"), f"{m.device!r} is not in devices")
@@ -371,6 +386,10 @@ class AgentConfig(_Model):
             missing = sorted(set(used) - tags)
             if missing:
                 raise located_error(("machines", i, "device"), f"device {m.device!r} has no tag {', '.join(missing)}")
+            if m.counters.energy is not None and m.counters.energy not in tags:
+                raise located_error(
+                    ("machines", i, "counters", "energy"), f"device {m.device!r} has no tag {m.counters.energy}"
+                )
         if self.kpi.bucket_align == "shift":
             self._shifts_on_bucket_grid()
         return self

@@ -1,11 +1,11 @@
-"""Cumulative counters (parts, scrap) to deltas: source-time order, duplicates, wraps, resets, jumps."""
+"""Cumulative counters (parts, scrap, energy meters) to deltas: source-time order, duplicates, wraps, resets, jumps."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 Event = Literal["wrap", "reset", "jump", "duplicate", "late"]
 
@@ -55,12 +55,45 @@ class CounterTracker:
         return delta
 
 
+@dataclass
+class MeterTracker:
+    """A cumulative meter reading (e.g. active energy): the increase since the previous reading.
+
+    A decrease is a reset or a replaced meter: the new value becomes the baseline and nothing is
+    counted, since what the meter read after it restarted is unknown. Never negative.
+    """
+
+    last: float | None = None
+    last_t: datetime | None = None
+    event: Event | None = None
+
+    def update(self, value: float, t: datetime | None = None, cycle_s: float | None = None) -> float:
+        """`cycle_s` is not used: a meter's increase has no plausibility limit from a cycle time."""
+        current, previous = float(value), self.last
+        self.last, self.last_t, self.event = current, t, None
+        if previous is None:
+            return 0.0
+        if current < previous:
+            self.event = "reset"
+            return 0.0
+        return current - previous
+
+
+class Tracker(Protocol):
+    """What a CounterStream needs of the tracker it feeds in time order: a part counter's or a meter's."""
+
+    last_t: datetime | None
+    event: Event | None
+
+    def update(self, value: float, t: datetime | None = None, cycle_s: float | None = None) -> float: ...
+
+
 @dataclass(frozen=True)
 class Step:
-    """One processed counter sample: its time, the parts it adds, the program then active."""
+    """One processed counter sample: its time, the parts (or meter units) it adds, the program then active."""
 
     t: datetime
-    delta: int
+    delta: float
     program: str | None
     event: Event | None
 
@@ -77,7 +110,7 @@ class CounterStream:
     are reported.
     """
 
-    tracker: CounterTracker
+    tracker: Tracker
     lateness: timedelta = timedelta(0)
     _pending: dict[datetime, tuple[float, str | None]] = field(default_factory=dict)
     _seen: set[datetime] = field(default_factory=set)  # processed times still within the lateness

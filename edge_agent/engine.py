@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from math import isfinite
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 from connectors.modbus.config import ModbusDeviceConfig
@@ -23,6 +24,7 @@ from edgeproof.indicators import ProcessInfo, RegisteredMachine, SiteRatios, sit
 
 STALE_POLLS = 3  # a tag not refreshed within this many poll periods (plus the timeout) counts as no data
 STALE_REASON = "stale: not refreshed in time"
+CounterKind = Literal["parts", "scrap", "energy"]
 
 
 def poll_interval_s(device: DeviceConfig, tag: str) -> float:
@@ -81,12 +83,17 @@ class PlantEngine:
         self.accumulators = {
             m.id: MachineAccumulator.for_machine(m, config.kpi, self.calendar, self.buckets) for m in config.machines
         }
-        # (device, tag) -> (machine, is_scrap) for every counter tag
-        self._counters: dict[tuple[str, str], list[tuple[str, bool]]] = {}
+        # (device, tag) -> (machine, kind) for every counter and energy meter tag
+        self._counters: dict[tuple[str, str], list[tuple[str, CounterKind]]] = {}
         for m in config.machines:
-            for tag, is_scrap in ((m.counters.parts, False), (m.counters.scrap, True)):
+            kinds: tuple[tuple[str | None, CounterKind], ...] = (
+                (m.counters.parts, "parts"),
+                (m.counters.scrap, "scrap"),
+                (m.counters.energy, "energy"),
+            )
+            for tag, kind in kinds:
                 if m.device and tag:
-                    self._counters.setdefault((m.device, tag), []).append((m.id, is_scrap))
+                    self._counters.setdefault((m.device, tag), []).append((m.id, kind))
         self.register = [
             RegisteredMachine(
                 machine_id=m.id, process=m.process, digital=m.digital, nc_capable=m.nc_capable, acquired=bool(m.device)
@@ -104,7 +111,7 @@ class PlantEngine:
             acc.start(now)
 
     def ingest(self, samples: list[Sample]) -> None:
-        """Latest values, and counter samples at their own time: the source's timestamp if it gave one, else ours."""
+        """Latest values; counter and meter samples at their own time: the source's timestamp if given, else ours."""
         counters, latest = self._counters, self.latest
         for s in samples:
             tags = latest.setdefault(s.device_id, {})
@@ -121,13 +128,14 @@ class PlantEngine:
                 continue  # the same source reading again (OPC UA re-delivers an unchanged value): not a new sample
             elif t > s.agent_time:
                 t = s.agent_time  # a source clock ahead of ours: a value cannot have been made after it was read
-            for machine_id, is_scrap in users:
+            for machine_id, kind in users:
                 acc = self.accumulators[machine_id]
-                program = acc.program_in(tags)
-                if is_scrap:
-                    acc.count(t, None, s.value, program)
+                if kind == "energy":
+                    acc.meter(t, s.value)
+                elif kind == "scrap":
+                    acc.count(t, None, s.value, acc.program_in(tags))
                 else:
-                    acc.count(t, s.value, None, program)
+                    acc.count(t, s.value, None, acc.program_in(tags))
 
     def machine_state(self, machine: Machine, now: datetime) -> tuple[str, str | None]:
         device = machine.device

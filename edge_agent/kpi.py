@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from connectors.sample import Sample
 from edge_agent.calendar import Buckets, Planned, ShiftCalendar
 from edge_agent.config import Kpi, Loss, Machine
-from edge_agent.counters import CounterStream, CounterTracker, Step
+from edge_agent.counters import CounterStream, CounterTracker, MeterTracker, Step
 from edge_agent.intervals import ClosedInterval, IntervalClassifier, Piece
 from edgeproof.indicators import TimeElements
 
@@ -61,8 +61,9 @@ class _OpenBucket:
     parts: Counter[float | None] = field(default_factory=Counter)
     scrap: Counter[float | None] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
+    energy: float = 0.0  # meter units (before energy_scale), summed in time order
 
-    def elements(self, cycle_configured: bool) -> TimeElements:
+    def elements(self, cycle_configured: bool, energy_scale: float | None) -> TimeElements:
         seconds = {name: us / 1_000_000 for name, us in self.micros.items()}
         ideal_run = sum(c * n for c, n in sorted(self.parts.items(), key=_by_cycle) if c is not None)
         ideal_scrap = sum(c * n for c, n in sorted(self.scrap.items(), key=_by_cycle) if c is not None)
@@ -75,6 +76,7 @@ class _OpenBucket:
             ideal_run_s=ideal_run,
             ideal_good_s=ideal_run - ideal_scrap,
             ideal_known=cycle_configured and not (self.parts[None] or self.scrap[None]),
+            energy_kwh=None if energy_scale is None else self.energy * energy_scale,
         )
 
 
@@ -106,6 +108,7 @@ class MachineAccumulator:
     jump_factor: float = 3.0
     jump_min: int = 10
     program_tag: str | None = None
+    energy_scale: float | None = None  # kWh per unit of the energy meter's reading; None: no meter
     last_t: datetime | None = None
     raw_state: str = "UNKNOWN"
     reason: str | None = None
@@ -126,6 +129,7 @@ class MachineAccumulator:
             machine.counters.bits,
             ideal_cycle_by_program=machine.ideal_cycle_by_program,
             program_tag=machine.program,
+            energy_scale=machine.counters.energy_scale if machine.counters.energy else None,
             micro_stop_s=kpi.micro_stop_s,
             min_running_s=kpi.min_running_s,
             micro_stop_loss=kpi.micro_stop_loss,
@@ -140,10 +144,12 @@ class MachineAccumulator:
         self._intervals = IntervalClassifier(
             timedelta(seconds=self.micro_stop_s), timedelta(seconds=self.min_running_s)
         )
-        self._streams = {
+        self._streams: dict[str, CounterStream] = {
             kind: CounterStream(CounterTracker(self.counter_bits, self.jump_factor, self.jump_min), self._lateness)
             for kind in ("parts", "scrap")
         }
+        if self.energy_scale is not None:
+            self._streams["energy"] = CounterStream(MeterTracker(), self._lateness)
         self._extra_apt = {
             s for s, loss in (("MICRO_STOP", self.micro_stop_loss), ("SETUP", self.setup_loss)) if loss == "performance"
         }
@@ -245,12 +251,23 @@ class MachineAccumulator:
                 if event is not None:
                     self._bucket(t).events[_EVENT_FIELD[event]] += 1
 
+    def meter(self, t: datetime, energy: float) -> None:
+        """An energy meter reading at source time t; duplicates and late readings are dropped like counts.
+
+        They are not booked in the `counter_*` elements, which describe the part and scrap counters.
+        """
+        self._streams["energy"].push(t, energy, None)
+
     def _release_counts(self, upto: datetime) -> None:
         for kind, stream in self._streams.items():
             for step in stream.release(upto, self.cycle_of):
                 self._add(kind, step)
 
     def _add(self, kind: str, step: Step) -> None:
+        if kind == "energy":
+            if step.delta:  # the increase since the previous reading goes to the bucket of this reading
+                self._bucket(step.t).energy += step.delta
+            return
         if step.event is None and not step.delta:
             return  # nothing to book: no bucket is opened for it
         bucket = self._bucket(step.t)
@@ -282,6 +299,6 @@ class MachineAccumulator:
             if end <= settled:
                 bucket = self._buckets.pop(start)
                 self._carry_excess_scrap(bucket)
-                done.append(ClosedBucket(start, end, bucket.elements(cycle_configured)))
+                done.append(ClosedBucket(start, end, bucket.elements(cycle_configured, self.energy_scale)))
                 self._closed_until = max(self._closed_until or end, end)
         return done

@@ -9,6 +9,7 @@ server's public `async_setValues`. Register maps: docs/simulators.md.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -35,7 +36,8 @@ def _u32(value: int, word_order: Literal["big", "little"]) -> list[int]:
 
 
 def plc_holding(s: Snapshot) -> list[int]:
-    """Holding 0 run, 1 fault code, 2 mode, 3-4 parts (uint32 ABCD), 5-6 scrap, 7-8 power kW (float32 ABCD)."""
+    """Holding 0 run, 1 fault code, 2 mode, 3-4 parts (uint32 ABCD), 5-6 scrap, 7-8 power kW (float32 ABCD),
+    9-10 active energy in whole Wh (uint32 ABCD, as a meter's total register: exact where float32 kWh rounds)."""
     return [
         int(s.state is State.RUNNING),
         s.interval.fault_code,
@@ -43,7 +45,13 @@ def plc_holding(s: Snapshot) -> list[int]:
         *_u32(s.parts, "big"),
         *_u32(s.scrap, "big"),
         *ModbusClientMixin.convert_to_registers(s.power_kw, _DT.FLOAT32, word_order="big"),
+        *_u32(meter_wh(s.energy_kwh), "big"),
     ]
+
+
+def meter_wh(energy_kwh: float) -> int:
+    """The energy register's reading: whole watt-hours, as a meter counts them (it never rounds up)."""
+    return math.floor(energy_kwh * 1000)
 
 
 def plc_discrete_inputs(s: Snapshot) -> list[bool]:
@@ -84,7 +92,7 @@ def _absent() -> list[SimData]:
 
 def _plc_device(device_id: int) -> SimDevice:
     # Tables in pymodbus order: coils (unused, read as 0), discrete inputs, holding, input (none).
-    return SimDevice(id=device_id, simdata=(_bits(), _bits(), _registers(9), _absent()))
+    return SimDevice(id=device_id, simdata=(_bits(), _bits(), _registers(11), _absent()))
 
 
 def _io_device(device_id: int) -> SimDevice:

@@ -64,6 +64,7 @@ class Snapshot:
     parts: int  # unwrapped counter value (counter_start + parts made)
     scrap: int  # unwrapped scrap counter value
     power_kw: float
+    energy_kwh: float = 0.0  # active energy since the start of the horizon: the integral of power_kw
 
     @property
     def state(self) -> State:
@@ -175,6 +176,12 @@ class MachinePlant:
         self._scrap_cum: list[int] = [0, *np.cumsum(is_scrap).tolist()]
         steps = (self.end - self.start) // NOISE_STEP_S + 1
         self._noise: list[float] = (1 + POWER_NOISE * np.random.default_rng(noise_ss).standard_normal(steps)).tolist()
+        # Power is constant between state changes and noise steps: the energy at each such edge, summed exactly.
+        self._edges = sorted({*self._starts, *range(self.start, self.end, NOISE_STEP_S)})
+        self._edge_power = [self._power(a, self.intervals[self._index(a)].state) for a in self._edges]
+        self._edge_kwh = [0.0]
+        for a, b, kw in zip(self._edges, [*self._edges[1:], self.end], self._edge_power, strict=True):
+            self._edge_kwh.append(self._edge_kwh[-1] + kw * (b - a) / 3600)
 
     @property
     def machine_id(self) -> str:
@@ -224,6 +231,14 @@ class MachinePlant:
         x = self._seconds(t)
         return self._power(x, self.intervals[self._index(x)].state)
 
+    def _energy(self, x: float) -> float:
+        k = max(0, bisect_right(self._edges, x) - 1)
+        return self._edge_kwh[k] + self._edge_power[k] * (x - self._edges[k]) / 3600
+
+    def energy_kwh_at(self, t: datetime) -> float:
+        """Active energy (kWh) drawn since the start of the horizon: the exact integral of power_kw_at."""
+        return self._energy(self._seconds(t))
+
     def snapshot(self, t: datetime) -> Snapshot:
         """All published values at plant time t, from one lookup."""
         x = self._seconds(t)
@@ -236,6 +251,7 @@ class MachinePlant:
             parts=self.machine.counter_start + made,
             scrap=self.machine.counter_start_scrap + self._scrap_cum[made],
             power_kw=self._power(x, iv.state),
+            energy_kwh=self._energy(x),
         )
 
 

@@ -71,6 +71,9 @@ def machine_truth(plant: MachinePlant, start: datetime, end: datetime, exposed: 
     pq = plant.parts_at(end) - plant.parts_at(start)
     sq = plant.scrap_at(end) - plant.scrap_at(start)
     cycle = plant.machine.ideal_cycle_s
+    # the exact integral of the power model, where a meter serves it: only the PLC map has one (holding 9-10)
+    metered = plant.machine.interface == "modbus"
+    energy = plant.energy_kwh_at(end) - plant.energy_kwh_at(start) if metered else None
     elements = TimeElements(
         window_s=b - a,
         observed_s=b - a,
@@ -86,6 +89,7 @@ def machine_truth(plant: MachinePlant, start: datetime, end: datetime, exposed: 
         sq=sq,
         ideal_run_s=cycle * pq,
         ideal_good_s=cycle * (pq - sq),
+        energy_kwh=energy,
     )
     return MachineTruth(
         interface=plant.machine.interface,

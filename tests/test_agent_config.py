@@ -133,3 +133,39 @@ def test_devices_sharing_a_link_must_agree_on_its_settings(tmp_path: Path) -> No
         load_config(path)
     expected = "devices[1].timeout_s: d2 shares link 127.0.0.1:502 with d1, whose timeout_s is 1.0"
     assert str(e.value) == f"{path}:26: {expected}"
+
+
+METERED = BASE.replace(
+    "    state_rules: r\n", "    state_rules: r\n    counters: {energy: meter_wh, energy_scale: 0.001}\n", 1
+)
+
+
+def test_energy_meter_tag_must_be_a_tag_of_the_machines_device(tmp_path: Path) -> None:
+    path = _write(tmp_path, METERED)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:16: machines[0].counters.energy: device 'd1' has no tag meter_wh"
+    tag = "      - {name: run, area: holding, address: 0}\n"
+    config = load_config(
+        _write(tmp_path, METERED.replace(tag, tag + tag.replace("run", "meter_wh").replace("0}", "9}")))
+    )
+    assert (config.machines[0].counters.energy, config.machines[0].counters.energy_scale) == ("meter_wh", 0.001)
+
+
+def test_energy_meter_needs_a_device_and_a_positive_scale(tmp_path: Path) -> None:
+    path = _write(tmp_path, METERED.replace("    device: d1\n", ""))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:15: machines[0].counters.energy: a meter needs the machine's device"
+    path = _write(tmp_path, METERED.replace("energy_scale: 0.001", "energy_scale: 0"))
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert str(e.value) == f"{path}:16: machines[0].counters.energy_scale: Input should be greater than 0"
+
+
+def test_a_machine_without_meter_dumps_as_before_meters_existed(tmp_path: Path) -> None:
+    """The configuration fingerprint of event logs recorded before meters existed still matches."""
+    config = load_config(
+        _write(tmp_path, BASE.replace("    state_rules: r\n", "    state_rules: r\n    counters: {parts: run}\n"))
+    )
+    assert config.model_dump(mode="json")["machines"][0]["counters"] == {"parts": "run", "scrap": None, "bits": 32}

@@ -80,10 +80,12 @@ def test_read_prints_json_lines_and_exit_0_when_all_good(plant: int, tmp_path: P
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert {r["device"] for r in rows} == {"cnc-01", "cnc-02", "plc-01"}
-    assert len(rows) == 8 + 8 + 6  # every configured tag once
+    assert len(rows) == 8 + 8 + 7  # every configured tag once
     assert all(r["quality"] == "good" and r["reason"] is None for r in rows)
     power = next(r for r in rows if r["tag"] == "power_kw")
     assert isinstance(power["value"], float) and power["timestamp"].endswith("+00:00")
+    energy = next(r for r in rows if r["tag"] == "energy_wh")  # the meter's whole Wh since the plant started
+    assert isinstance(energy["value"], int) and energy["value"] >= 0
     spindle = next(r for r in rows if r["device"] == "cnc-01" and r["tag"] == "spindle_rotating")
     assert isinstance(spindle["value"], bool) and spindle["source_timestamp"] is not None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import sqlite3
 import subprocess
@@ -29,6 +30,8 @@ from edgeproof.contract import MachineKpi, SiteKpi, StateInterval, parse_sequenc
 from edgeproof.demo import agent_config_for
 from edgeproof.indicators import TimeElements, total
 from edgeproof.netutil import free_port, free_port_block
+from simulators.plant import build_plant
+from simulators.scenario import load_scenario
 
 SPEED = 600.0  # plant seconds per wall second: a 5-minute bucket closes every 0.5 s
 RUN_PLANT_S = 75 * 60
@@ -101,6 +104,13 @@ def test_replay_reproduces_every_bucket_the_agent_published_exactly(recorded: tu
     summed = total(m.elements for m in agent_kpis.values())
     assert summed.pq > 0 and summed.apt_s > 0 and summed.idle_s + summed.fault_s + summed.setup_s > 0
     assert summed.observed_s < summed.window_s  # the first bucket is accounted from before the first sample
+    # the PLCs' meters were read (equal above includes energy_kwh); the other machines have none
+    for machine in config.machines:
+        energy = [m.elements.energy_kwh for (mid, _), m in agent_kpis.items() if mid == machine.id]
+        if machine.id.startswith("PLC"):
+            assert None not in energy and sum(e for e in energy if e is not None) > 0, machine.id
+        else:
+            assert set(energy) == {None}, machine.id
 
     by_bucket = periods(config, result, "bucket", datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
     assert {p.start for p in by_bucket} == set(agent_sites)
@@ -129,6 +139,55 @@ def test_replay_gives_the_state_intervals_the_agent_published_with_their_reasons
         ]
         assert ("NOT_SCHEDULED", "05:55", "06:00", "no_shift") in mine
         assert ("PLANNED_STOP", "06:30", "06:40", "planned_downtime:tool change") in mine
+
+
+def test_metered_energy_per_bucket_matches_the_simulators_power_model(
+    recorded: tuple[Path, Path, AgentConfig],
+) -> None:
+    """The PLCs' energy registers, read by the agent, give each bucket the plant's energy within a derived bound.
+
+    A bucket [s, e) gets the meter's increase from the last reading P before s to the last reading L
+    in it: E(L) - E(P) against the truth E(e) - E(s). Each reading shows the energy at its read time
+    t minus its staleness d (the served value is from the simulator's latest refresh, floored to whole
+    Wh), d >= 0. So the error lies within [-(E(e) - E(t_L)) - d_L, E(s) - E(t_P) + d_P]: at most one
+    gap between readings at the highest power, plus the largest staleness.
+    """
+    events, outbox, config = recorded
+    scenario = load_scenario()
+    plants = build_plant(scenario, "post")
+    metered = {m.device: m for m in config.machines if m.counters.energy}
+    assert sorted(m.id for m in metered.values()) == ["PLC-01", "PLC-02", "PLC-03"]
+    readings: dict[str, list[tuple[datetime, float]]] = {m.id: [] for m in metered.values()}
+    for e in read_events(events):
+        if isinstance(e, SampleLine) and e.device in metered and e.tag == "energy_wh" and e.good:
+            assert isinstance(e.value, int)
+            readings[metered[e.device].id].append((e.at, e.value * metered[e.device].counters.energy_scale))
+    kpis = [m for m in outbox_messages(outbox) if isinstance(m, MachineKpi) and m.machine_id in readings]
+    checked = 0
+    for machine_id, series in readings.items():
+        plant = plants[machine_id]
+        times = [t for t, _ in series]
+        run = range(int(times[0].timestamp()), int(times[-1].timestamp()) + 1)
+        p_max = max(plant.power_kw_at(datetime.fromtimestamp(x, UTC)) for x in run)
+        gap = max(b - a for a, b in itertools.pairwise(times)).total_seconds()
+        staleness = [plant.energy_kwh_at(t) - kwh for t, kwh in series]
+        assert min(staleness) >= -1e-9  # a reading never shows energy the plant has not drawn yet
+        bound = p_max * gap / 3600 + max(staleness)
+        measured_total = truth_total = 0.0
+        for k in sorted((m for m in kpis if m.machine_id == machine_id), key=lambda m: m.bucket_start):
+            s, e = k.bucket_start, k.bucket_end
+            if not times[0] < s or e > times[-1]:
+                continue  # the baseline reading is inside the first bucket; the last may have no reading after it
+            truth = plant.energy_kwh_at(e) - plant.energy_kwh_at(s)
+            assert k.elements.energy_kwh is not None
+            assert abs(k.elements.energy_kwh - truth) <= bound, (machine_id, s, k.elements.energy_kwh, truth, bound)
+            measured_total += k.elements.energy_kwh
+            truth_total += truth
+            checked += 1
+        # the errors of inner edges cancel: over the run, one bound for the whole
+        assert abs(measured_total - truth_total) <= bound, (machine_id, measured_total, truth_total)
+        assert bound < 0.05 * truth_total  # the bound says something: a few percent of the run's energy at most
+    assert checked >= 3 * 10
 
 
 def test_periods_add_elements_and_never_average_ratios(recorded: tuple[Path, Path, AgentConfig]) -> None:
@@ -277,13 +336,24 @@ def test_staleness_depends_only_on_sample_times_and_the_evaluation_instant() -> 
     assert (bucket.elements.apt_s, bucket.elements.unknown_s, bucket.elements.pq) == (60.0, 3540.0, 12)
 
 
-def test_the_benchmarks_vectorized_recompute_equals_the_engine_replay() -> None:
+@pytest.mark.parametrize("meter", [False, True])
+def test_the_benchmarks_vectorized_recompute_equals_the_engine_replay(meter: bool) -> None:
     """bench/kpi_bench.py times a numpy path; it counts only because it gives the replay's numbers exactly."""
-    config = bench_config(machines=6, poll_s=90.0)
-    data = synthesize(machines=6, cycles=3000, poll_s=90.0, seed=3)  # Saturday 00:00 to Tuesday 03:00, local
+    config = bench_config(machines=6, poll_s=90.0, meter=meter)
+    data = synthesize(machines=6, cycles=3000, poll_s=90.0, seed=3, meter=meter)  # Sat 00:00 to Tue 03:00, local
     replayed = engine_buckets(config, data)
     assert vectorized_buckets(config, data) == replayed
     summed = total(b.elements for bs in replayed.values() for b in bs)
+    if meter:  # every reading's increase is in some bucket: the meter's rise up to the last closed bucket's end
+        assert data.energy is not None
+        ends = {mid: bs[-1].end for mid, bs in replayed.items()}
+        assert len(set(ends.values())) == 1
+        end_us = int(next(iter(ends.values())).timestamp() * 1_000_000)
+        wh = data.energy.reshape(-1, 6)
+        before = data.time_us[::6] < end_us
+        assert summed.energy_kwh == pytest.approx(float((wh[before][-1] - wh[0]).sum()) * 0.001, rel=1e-12)
+    else:
+        assert summed.energy_kwh is None
     # every path of the time accounting was taken: shifts, breaks, a day off, micro-stops, parts
     assert summed.pot_s == 6 * (2 * 16 * 3600)  # Saturday and Monday: two 8-hour shifts each
     assert summed.pdot_s == 6 * 2 * 50 * 60  # their breaks: 20 + 30 minutes a day

@@ -21,13 +21,15 @@ MARGIN_S = 120  # plant seconds between the chosen time and any state change of 
 MODBUS = ["PLC-01", "PLC-02", "PLC-03", "LEG-01", "LEG-02", "LEG-03"]
 
 
-def _snap(state: State, parts: int, scrap: int, power: float, code: int = 0) -> Snapshot:
-    return Snapshot(datetime(2026, 1, 1, tzinfo=UTC), Interval(0, 60, state, code, "P"), parts, scrap, power)
+def _snap(state: State, parts: int, scrap: int, power: float, code: int = 0, energy: float = 0.0) -> Snapshot:
+    return Snapshot(datetime(2026, 1, 1, tzinfo=UTC), Interval(0, 60, state, code, "P"), parts, scrap, power, energy)
 
 
 def test_plc_register_encoding() -> None:
-    regs = plc_holding(_snap(State.FAULT, 2**32 + 0x00010002, 0x12345678, 45.5, code=103))
-    assert regs == [0, 103, 0, 0x0001, 0x0002, 0x1234, 0x5678, *struct.unpack(">2H", struct.pack(">f", 45.5))]
+    # 0x0002_0003 Wh and nine tenths of one: the meter shows the whole watt-hours, never rounded up
+    regs = plc_holding(_snap(State.FAULT, 2**32 + 0x00010002, 0x12345678, 45.5, code=103, energy=131.0759))
+    power = struct.unpack(">2H", struct.pack(">f", 45.5))
+    assert regs == [0, 103, 0, 0x0001, 0x0002, 0x1234, 0x5678, *power, 0x0002, 0x0003]
     assert plc_holding(_snap(State.SETUP, 7, 0, 0.0))[:5] == [0, 0, 1, 0, 7]
     assert plc_holding(_snap(State.RUNNING, 7, 0, 0.0))[:3] == [1, 0, 0]
 
@@ -76,7 +78,7 @@ async def _read_plant(port_base: int, origin: datetime) -> dict[str, Any]:
             try:
                 before = clock.now()
                 if mid.startswith("PLC"):
-                    hr = await client.read_holding_registers(0, count=9, device_id=ep["unit"])
+                    hr = await client.read_holding_registers(0, count=11, device_id=ep["unit"])
                     di = await client.read_discrete_inputs(0, count=2, device_id=ep["unit"])
                     out[mid] = {"hr": hr.registers, "di": di.bits[:2]}
                 else:
@@ -118,7 +120,7 @@ def test_plc_and_io_gateway_serve_the_model() -> None:
         # The refresh runs every 20 ms wall (0.2 plant s here): allow one plant second before the read.
         low, high = t0 - timedelta(seconds=1), t1
         if mid.startswith("PLC"):
-            run, code, mode, p_hi, p_lo, s_hi, s_lo, w_hi, w_lo = values["hr"]
+            run, code, mode, p_hi, p_lo, s_hi, s_lo, w_hi, w_lo, e_hi, e_lo = values["hr"]
             assert run == (state is State.RUNNING)
             assert code == plant.fault_code_at(t0) and (code != 0) == (state is State.FAULT)
             assert mode == (state is State.SETUP)
@@ -127,6 +129,9 @@ def test_plc_and_io_gateway_serve_the_model() -> None:
             assert plant.scrap_at(low) % 2**32 <= scrap <= plant.scrap_at(high) % 2**32
             (power,) = struct.unpack(">f", struct.pack(">HH", w_hi, w_lo))
             assert abs(power - plant.power_kw_at(t0)) < 1e-3 * plant.machine.rated_kw
+            wh = (e_hi << 16) | e_lo  # the meter: whole Wh of the power model's integral
+            assert int(plant.energy_kwh_at(low) * 1000) <= wh <= int(plant.energy_kwh_at(high) * 1000)
+            assert wh > 0
             assert values["di"] == [state is State.RUNNING, state is State.FAULT]
         else:
             p16, c_lo, c_hi, s16 = values["ir"]

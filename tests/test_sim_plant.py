@@ -202,6 +202,22 @@ def test_counters_power_and_program_follow_the_state() -> None:
     assert plant.parts_at(first - timedelta(days=3)) == plant.parts_at(first) == plant.machine.counter_start
 
 
+def test_energy_is_the_integral_of_power_and_frozen_outside_the_horizon() -> None:
+    plant = MachinePlant(SCENARIO, "PLC-02", "post")
+    start, end = datetime.fromtimestamp(plant.start, Z), datetime.fromtimestamp(plant.end, Z)
+    # power changes only on whole plant seconds (state edges, noise steps): a sum per second is the integral
+    seconds = range(plant.start, plant.end)
+    riemann = math.fsum(plant.power_kw_at(datetime.fromtimestamp(x, Z)) for x in seconds) / 3600
+    assert plant.energy_kwh_at(end) == pytest.approx(riemann, rel=1e-12)
+    assert plant.energy_kwh_at(start) == 0.0
+    # inside a second the meter advances at the power of that second
+    x = datetime.fromtimestamp(plant.start + 4 * 3600 + 17, Z)
+    half = plant.energy_kwh_at(x + timedelta(seconds=0.5)) - plant.energy_kwh_at(x)
+    assert half == pytest.approx(plant.power_kw_at(x) / 7200, rel=1e-9)
+    assert plant.snapshot(x).energy_kwh == plant.energy_kwh_at(x)
+    assert plant.energy_kwh_at(end + timedelta(days=1)) == plant.energy_kwh_at(end)
+
+
 @pytest.mark.parametrize(("machine", "bits"), [("LEG-02", 16), ("PLC-03", 32)])
 def test_counters_monotone_except_one_wrap_inside_the_post_window(machine: str, bits: int) -> None:
     plant = MachinePlant(SCENARIO, machine, "post")
@@ -244,6 +260,14 @@ def test_truth_is_consistent_with_the_model(phase: str) -> None:
         assert a * p * q == pytest.approx(o["oee"]["value"], abs=1e-9)
         assert o["oee"]["value"] == pytest.approx(m.ideal_cycle_s * (m.pq - m.sq) / 13500, abs=1e-12)
         assert p == pytest.approx(1 / (1 + SCENARIO.phases[phase].slowdown), abs=0.03)
+        if m.interface == "modbus":  # a PLC serves the meter: the window's energy, exactly the model's
+            energy = plants[mid].energy_kwh_at(w.end) - plants[mid].energy_kwh_at(w.start)
+            assert e.energy_kwh == energy
+            # 13 500 s of planned busy time at standby (25 %) to full power, 900 s of break at standby, ±10 % noise
+            rated = plants[mid].machine.rated_kw
+            assert 0.9 * rated * 0.25 * 14400 / 3600 < energy < 1.1 * rated * 14400 / 3600
+        else:
+            assert e.energy_kwh is None
 
 
 def _z(t: datetime) -> str:
@@ -265,6 +289,8 @@ def test_truth_file_format(tmp_path: Path) -> None:
     assert set(leg["states_s"]) == {s.value for s in State}
     assert leg["intervals"][0][1] == "2026-03-01T22:00:00Z" and leg["intervals"][-1][2] == "2026-03-02T02:00:00Z"
     assert set(leg["oee"]) == {"availability", "performance", "quality", "oee", "flags"}
+    assert "energy_kwh" not in leg["elements"]  # no meter behind an IO module
+    assert doc["machines"]["PLC-01"]["elements"]["energy_kwh"] > 0
 
 
 def _write_variant(tmp_path: Path, old: str, new: str) -> tuple[Path, int]:
