@@ -39,6 +39,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "retrofit projects: import, create, set, show, list",
     ),
+    "baseline": (
+        "cloud_ingest.declared_cli",
+        "add_arguments",
+        "run",
+        "declared (manual) baseline figures of a project: import CSV/Excel, list, template, withdraw",
+    ),
     "export": (
         "cloud_ingest.bundle_cli",
         "add_export_arguments",
