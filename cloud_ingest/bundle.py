@@ -29,8 +29,9 @@ import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
+from cloud_ingest.declared import DeclaredImport, DeclaredStore
 from cloud_ingest.projects import Project, ProjectStore
 from cloud_ingest.record import build_project_reports
 from cloud_ingest.store import EnrolledKey, Store
@@ -86,6 +87,18 @@ def held_path(agent_id: str) -> str:
 
 def keys_path(agent_id: str) -> str:
     return f"keys/{agent_id}.json"
+
+
+DECLARED = "declared.json"  # the project's declared (imported) figures the records show, with who and when
+
+
+def declared_bytes(imported: list[DeclaredImport]) -> bytes:
+    return (json.dumps([i.model_dump(mode="json") for i in imported], ensure_ascii=False, indent=2) + "\n").encode()
+
+
+def read_declared(data: bytes) -> list[DeclaredImport]:
+    """The declared imports of a bundle's declared.json; raises ValueError when it is not one."""
+    return TypeAdapter(list[DeclaredImport]).validate_json(data)
 
 
 def sha256(data: bytes) -> str:
@@ -158,8 +171,11 @@ def bundle_files(store_path: str | Path, project: Project, produced_at: datetime
     counts: dict[str, AgentCounts] = {}
     with tempfile.TemporaryDirectory(prefix="edgeproof-export-") as tmp:
         snapshot = _snapshot(store_path, Path(tmp) / "snapshot.sqlite")
+        with DeclaredStore(snapshot) as declared:
+            imported = declared.imports(project.id)
+        files[DECLARED] = declared_bytes(imported)
         with Store(snapshot) as store:
-            reports = build_project_reports(store, project, generated_at=at)
+            reports = build_project_reports(store, project, generated_at=at, imported=imported)
             db = sqlite3.connect(snapshot)
             try:
                 for report in reports:
@@ -224,16 +240,19 @@ def read_bundle(path: str | Path) -> dict[str, bytes]:
 
 __all__ = [
     "BUNDLE_FORMAT",
+    "DECLARED",
     "MANIFEST",
     "AgentCounts",
     "BundleMessage",
     "Manifest",
     "bundle_files",
+    "declared_bytes",
     "export_bundle",
     "held_path",
     "keys_path",
     "messages_path",
     "read_bundle",
+    "read_declared",
     "record_path",
     "sha256",
     "write_zip",

@@ -85,21 +85,23 @@ def run_ingest(args: argparse.Namespace) -> int:
 # -- report ------------------------------------------------------------------------------------
 
 
+def parse_time(text: str) -> datetime:
+    """An ISO 8601 date-time with a UTC offset; raises ValueError with a user-ready message."""
+    try:
+        t = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
+    if t.tzinfo is None:
+        raise ValueError(f"{text!r} has no UTC offset (add e.g. +08:00 or Z)")
+    return t
+
+
 def parse_window(text: str) -> tuple[datetime, datetime]:
     """'START/END', both ISO 8601 with a UTC offset; raises ValueError with a user-ready message."""
     parts = text.split("/")
     if len(parts) != 2:
         raise ValueError(f"{text!r}: expected START/END, e.g. 2024-03-01T00:00+08:00/2024-04-01T00:00+08:00")
-    out = []
-    for part in parts:
-        try:
-            t = datetime.fromisoformat(part.strip())
-        except ValueError:
-            raise ValueError(f"{part!r} is not an ISO 8601 date-time") from None
-        if t.tzinfo is None:
-            raise ValueError(f"{part!r} has no UTC offset (add e.g. +08:00 or Z)")
-        out.append(t)
-    return out[0], out[1]
+    return parse_time(parts[0]), parse_time(parts[1])
 
 
 def add_report_arguments(parser: argparse.ArgumentParser) -> None:

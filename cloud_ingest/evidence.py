@@ -6,13 +6,19 @@ form (`EvidenceReport.model_dump_json`) is the record of truth; the HTML pages o
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, tzinfo
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import AwareDatetime, BaseModel, Field
 
+from cloud_ingest.declared import DeclaredImport
 from cloud_ingest.projects import Project
 from edgeproof.contract import SiteIdentity
 from edgeproof.indicators import ProcessNc, Ratio, TimeElements
+
+log = logging.getLogger(__name__)
 
 REPORT_VERSION = 1
 Lang = Literal["zh-CN", "en"]
@@ -77,6 +83,14 @@ class Indicator(BaseModel):
     post: Side
     change: float | None = Field(description="post − baseline; None if either is undefined")
     change_points: float | None = None
+    imported_baseline: float | None = Field(
+        None, description="the plant-wide baseline figure imported from manual records, when exactly one was declared"
+    )
+    change_from_imported: float | None = Field(
+        None,
+        description="post (measured) − the plant-wide baseline figure imported from manual records, when exactly "
+        "one was declared; None otherwise. Never mixed into `change`.",
+    )
 
 
 class Performance(BaseModel):
@@ -207,12 +221,28 @@ class EvidenceReport(BaseModel):
     project: Project | None = Field(
         None, description="the retrofit project the record was built for (`edgeproof report --project`)"
     )
+    imported: list[DeclaredImport] = Field(
+        default_factory=list,
+        description="figures the firm declared from manual records (`edgeproof baseline import`), with who and "
+        "when: shown apart, never used in a measured number",
+    )
 
     def indicator(self, key: str) -> Indicator:
         for i in self.indicators:
             if i.key == key:
                 return i
         raise KeyError(key)
+
+
+def site_zone(name: str | None) -> tzinfo:
+    """The site's time zone (months, page times); UTC when unknown or unset."""
+    if name is None:
+        return UTC
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("unknown site time zone %r; using UTC", name)
+        return UTC
 
 
 def L(zh: str, en: str) -> Label:  # short constructor for the vocabulary below

@@ -12,6 +12,7 @@ files, UTF-8 with a byte-order mark so that Excel reads the Chinese:
                            capacity utilisation, energy per good part, time elements
 - evidence.lines.csv       the same per line (the machines of one process), time elements summed
 - evidence.months.csv      the monthly pass rates behind the monthly average pass rate
+- evidence.imported.csv    figures the firm declared from manual records, with who and when (never measured)
 
 Numbers in the CSV are the JSON's numbers unrounded (ratios as fractions, times in seconds); an
 undefined value is an empty cell, its reason in the next column.
@@ -26,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from cloud_ingest.bilingual import header
+from cloud_ingest.declared import DeclaredFigure, DeclaredImport, DeclaredStore
 from cloud_ingest.evidence import LANGS, EvidenceReport, Lang, MachineWindow, MonthRate, Performance
 from cloud_ingest.projects import Project
 from cloud_ingest.render import render_html, write_report
@@ -45,15 +48,26 @@ class PdfUnavailable(RuntimeError):
 # -- by project ---------------------------------------------------------------------------------
 
 
-def build_project_reports(store: Store, project: Project, generated_at: datetime | None = None) -> list[EvidenceReport]:
-    """One EvidenceReport per agent of the project, over the project's windows, carrying the project.
+def build_project_reports(
+    store: Store,
+    project: Project,
+    generated_at: datetime | None = None,
+    imported: list[DeclaredImport] | None = None,
+) -> list[EvidenceReport]:
+    """One EvidenceReport per agent of the project, over the project's windows, carrying the project
+    and its active declared imports (from the store's file unless `imported` is given).
 
     Agents are not combined: each agent has its own asset register, sequence numbers and data
     quality. Raises ReportError or UnknownAgent (an agent of the project with no data yet).
     """
+    if imported is None:
+        with DeclaredStore(store.path) as declared:
+            imported = declared.imports(project.id)
     out = []
     for agent_id in project.agents:
-        report = build_report(store, agent_id, project.baseline.pair(), project.post.pair(), generated_at)
+        report = build_report(
+            store, agent_id, project.baseline.pair(), project.post.pair(), generated_at, imported=imported
+        )
         out.append(report.model_copy(update={"project": project}))
     return out
 
@@ -73,11 +87,6 @@ def _cell(value: object) -> str:
     if isinstance(value, float):
         return repr(value)
     return str(value)
-
-
-def header(key: str, zh: str) -> str:
-    """A CSV column heading: Chinese label, then the stable English key (the last word)."""
-    return f"{zh} {key}"
 
 
 def _write_csv(path: Path, columns: Sequence[Column], rows: Iterable[Any]) -> Path:
@@ -158,6 +167,8 @@ def indicator_columns(report: EvidenceReport) -> list[Column]:
         *_side_columns("post", "改造后"),
         ("change", "变化", lambda i: i.change),
         ("change_points", "得分变化", lambda i: i.change_points),
+        ("imported_baseline", "导入的基线（申报）", lambda i: i.imported_baseline),
+        ("change_from_imported", "相对导入基线的变化", lambda i: i.change_from_imported),
     ]
 
 
@@ -294,6 +305,37 @@ def write_csv(report: EvidenceReport, out_dir: str | Path) -> list[Path]:
         _write_csv(out / "evidence.machines.csv", machine_columns(report), machine_rows(report)),
         _write_csv(out / "evidence.lines.csv", line_columns(report), line_rows(report)),
         _write_csv(out / "evidence.months.csv", month_columns(report), month_rows(report)),
+        _write_csv(out / "evidence.imported.csv", imported_columns(report), imported_rows(report)),
+    ]
+
+
+def imported_rows(report: EvidenceReport) -> list[tuple[DeclaredImport, DeclaredFigure]]:
+    return [(imp, f) for imp in report.imported for f in imp.figures]
+
+
+def imported_columns(report: EvidenceReport) -> list[Column]:
+    """Columns of evidence.imported.csv: the declared figures, each with who declared it and when."""
+    pid = report.project.id if report.project else None
+    return [
+        ("project_id", "改造项目编号", lambda _: pid),
+        ("provenance", "数据来源", lambda _: "imported"),
+        ("indicator", "指标键", lambda r: r[1].indicator),
+        ("window", "评价窗口", lambda r: r[1].window),
+        ("machine_id", "设备编号", lambda r: r[1].machine_id),
+        ("value", "数值", lambda r: r[1].value),
+        ("numerator", "分子", lambda r: r[1].numerator),
+        ("denominator", "分母", lambda r: r[1].denominator),
+        ("period_start", "期间开始", lambda r: r[1].period_start),
+        ("period_end", "期间结束", lambda r: r[1].period_end),
+        ("source_document", "依据文件", lambda r: r[1].source_document),
+        ("note", "备注", lambda r: r[1].note),
+        ("declared_by", "申报人", lambda r: r[0].declared_by),
+        ("declared_at", "申报时间", lambda r: r[0].declared_at),
+        ("import_id", "导入编号", lambda r: r[0].import_id),
+        ("file_name", "导入文件", lambda r: r[0].file_name),
+        ("file_sha256", "文件 SHA-256", lambda r: r[0].file_sha256),
+        ("imported_at", "导入时间", lambda r: r[0].imported_at),
+        ("imported_by", "导入操作人", lambda r: r[0].imported_by),
     ]
 
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, tzinfo
+from datetime import datetime
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from cloud_ingest.evidence import LANGS, NO_KPI, NO_MONTH, NO_REGISTER, EvidenceReport, Lang
+from cloud_ingest.evidence import LANGS, NO_KPI, NO_MONTH, NO_REGISTER, EvidenceReport, Lang, site_zone
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +115,18 @@ TEXT: dict[Lang, dict[str, str]] = {
         "v_unsigned": "未签名",
         "v_pending": "待登记公钥",
         "v_rejected": "签名被拒",
+        "vs_imported": "相对导入基线",
+        "imported_title": "企业申报导入的数值（非实测）",
+        "imported_note": "以下数值由企业从手工记录导入（申报），注明申报人与时间；它们不参与任何实测指标的计算，"
+        "仅在“相对导入基线”一栏与实测的改造后数值对照。",
+        "value": "数值",
+        "period": "期间",
+        "source_document": "依据文件",
+        "declared_by": "申报人",
+        "declared_at": "申报时间",
+        "import_file": "导入文件",
+        "imported_at": "导入于",
+        "whole_plant": "全厂",
     },
     "en": {
         "title": "Before/after evidence of equipment digitalisation",
@@ -218,6 +229,19 @@ TEXT: dict[Lang, dict[str, str]] = {
         "v_unsigned": "unsigned",
         "v_pending": "pending key enrolment",
         "v_rejected": "rejected",
+        "vs_imported": "vs imported baseline",
+        "imported_title": "Figures imported from the firm's manual records (declared, not measured)",
+        "imported_note": "The firm imported these figures from its manual records (declared), with who and when. "
+        "They enter no measured indicator; they are only set against the measured post value under “vs imported "
+        "baseline”.",
+        "value": "Value",
+        "period": "Period",
+        "source_document": "Source document",
+        "declared_by": "Declared by",
+        "declared_at": "Declared at",
+        "import_file": "Imported file",
+        "imported_at": "imported",
+        "whole_plant": "whole plant",
     },
 }
 
@@ -296,22 +320,12 @@ def _signed_points(value: float | None) -> str:
     return "—" if value is None else f"{value:+g}"
 
 
-def _zone(report: EvidenceReport) -> tzinfo:
-    if report.site is None:
-        return UTC
-    try:
-        return ZoneInfo(report.site.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("unknown site time zone %r; showing UTC", report.site.timezone)
-        return UTC
-
-
 def render_html(report: EvidenceReport, lang: Lang) -> str:
     """One self-contained, printable HTML page of the report in `lang`."""
     if lang not in LANGS:
         raise ValueError(f"unsupported language {lang!r}; use one of {', '.join(LANGS)}")
     t = TEXT[lang]
-    zone = _zone(report)
+    zone = site_zone(report.site.timezone if report.site else None)
 
     def when(value: datetime | None) -> str:
         return "—" if value is None else value.astimezone(zone).strftime("%Y-%m-%d %H:%M %z")
@@ -343,7 +357,8 @@ def render_html(report: EvidenceReport, lang: Lang) -> str:
     )
     template = env.get_template("evidence.html.j2")
     footnotes = Footnotes(ZH_REASONS if lang == "zh-CN" else {})
-    return template.render(r=report, t=t, lang=lang, fn=footnotes, zh=lang == "zh-CN")
+    keys = {i.key for i in report.indicators}
+    return template.render(r=report, t=t, lang=lang, fn=footnotes, zh=lang == "zh-CN", keys=keys)
 
 
 def write_report(report: EvidenceReport, out_dir: str | Path) -> list[Path]:

@@ -13,8 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, tzinfo
 from typing import Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from cloud_ingest.declared import DeclaredImport
 from cloud_ingest.evidence import (
     FRACTION_LABELS,
     LABELS,
@@ -39,6 +39,7 @@ from cloud_ingest.evidence import (
     Window,
     WindowQuality,
     definitions,
+    site_zone,
 )
 from cloud_ingest.render import render_html, write_report
 from cloud_ingest.store import EvictionRecord, KpiRow, Store
@@ -576,15 +577,20 @@ def _data_quality(store: Store, agent_id: str, gaps: list[SeqGap], base: _Window
     )
 
 
-def _zone(birth: BirthMessage | None) -> tzinfo:
-    """The site's time zone, for calendar months; UTC when unknown."""
-    if birth is None:
-        return UTC
-    try:
-        return ZoneInfo(birth.site.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("unknown site time zone %r; months are UTC months", birth.site.timezone)
-        return UTC
+def _with_imported(indicators: list[Indicator], imported: list[DeclaredImport]) -> list[Indicator]:
+    """Each indicator with its change from an imported plant-wide baseline, where exactly one was declared."""
+    figures: dict[str, list[float | None]] = defaultdict(list)
+    for imp in imported:
+        for f in imp.figures:
+            if f.window == "baseline" and f.machine_id is None:
+                figures[f.indicator].append(f.value)
+    out = []
+    for ind in indicators:
+        values = figures.get(ind.key, [])
+        base = values[0] if len(values) == 1 else None
+        change = ind.post.value - base if base is not None and ind.post.value is not None else None
+        out.append(ind.model_copy(update={"imported_baseline": base, "change_from_imported": change}))
+    return out
 
 
 # -- entry point -------------------------------------------------------------------------------
@@ -607,8 +613,10 @@ def build_report(
     baseline: tuple[datetime, datetime],
     post: tuple[datetime, datetime],
     generated_at: datetime | None = None,
+    imported: list[DeclaredImport] | None = None,
 ) -> EvidenceReport:
-    """The before/after evidence of `agent_id`; raises ReportError or UnknownAgent."""
+    """The before/after evidence of `agent_id`, with `imported` (declared) figures shown apart;
+    raises ReportError or UnknownAgent."""
     base_w = _check_window("baseline", baseline)
     post_w = _check_window("post", post)
     if base_w.start < post_w.end and post_w.start < base_w.end:
@@ -618,13 +626,14 @@ def build_report(
         raise UnknownAgent(f"no messages from agent {agent_id!r} in {store.path} (agents: {known})")
 
     birth = store.latest_birth(agent_id)
-    zone = _zone(birth)
+    zone = site_zone(birth.site.timezone if birth else None)
     gaps, evictions = _seq_gaps(store, agent_id), store.evictions(agent_id)
     base_d = _window_data(store, agent_id, base_w, zone, gaps, evictions)
     post_d = _window_data(store, agent_id, post_w, zone, gaps, evictions)
     threshold = _threshold_text(base_d, post_d)
     indicators = [_indicator(k, _site_side(k, base_d), _site_side(k, post_d), threshold) for k in SITE_KEYS]
     indicators += [_indicator(k, _oee_side(k, base_d), _oee_side(k, post_d), threshold) for k in OEE_KEYS]
+    indicators = _with_imported(indicators, imported or [])
     machines = _machines(birth, base_d, post_d, store.seen(agent_id))
     report = EvidenceReport(
         contract_version=CONTRACT_VERSION,
@@ -639,6 +648,7 @@ def build_report(
         lines=_lines(machines, base_d, post_d),
         data_quality=_data_quality(store, agent_id, gaps, base_d, post_d),
         notes=NOTES,
+        imported=imported or [],
     )
     log.info(
         "evidence built agent=%s baseline=%s/%s post=%s/%s machines=%d gaps=%d",

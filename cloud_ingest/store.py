@@ -636,6 +636,10 @@ class Store:
         is either seen here or sees this message among the pending ones.
         """
         if m.sig is None and m.key_id is None:
+            # Unsigned is what agents older than signing send. Once a key is enrolled for the agent,
+            # its messages come signed: an unsigned one is not from it, or was stripped on the way.
+            if db.execute("SELECT 1 FROM agent_keys WHERE agent_id = ? LIMIT 1", (m.agent_id,)).fetchone():
+                return "rejected", f"unsigned, but agent {m.agent_id} has an enrolled key"
             return "unsigned", None
         if m.sig is None or m.key_id is None:
             return "rejected", "malformed signature: key_id and sig must be present together"

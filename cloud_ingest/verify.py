@@ -27,6 +27,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError
 
 from cloud_ingest.bundle import (
+    DECLARED,
     MANIFEST,
     BundleMessage,
     Manifest,
@@ -34,6 +35,7 @@ from cloud_ingest.bundle import (
     keys_path,
     messages_path,
     read_bundle,
+    read_declared,
     record_path,
     sha256,
 )
@@ -340,11 +342,18 @@ def _check_coverage(agents: list[_AgentData]) -> CheckResult:
 # -- 4. recompute -------------------------------------------------------------------------------
 
 
-def _list_key(items: list[Any]) -> str | None:
-    for key in ("key", "machine_id"):
-        if items and all(isinstance(i, dict) and key in i for i in items):
+def _list_key(*lists: list[Any]) -> str | None:
+    """The field that names the items of each list uniquely, if one does (else items match by index)."""
+    for key in ("key", "machine_id", "process"):
+        if all(_names_uniquely(items, key) for items in lists) and any(lists):
             return key
     return None
+
+
+def _names_uniquely(items: list[Any], key: str) -> bool:
+    if not all(isinstance(i, dict) and i.get(key) is not None for i in items):
+        return False
+    return len({str(i[key]) for i in items}) == len(items)
 
 
 def diff(record: Any, recomputed: Any, path: str = "") -> list[tuple[str, Any, Any]]:
@@ -366,7 +375,7 @@ def diff(record: Any, recomputed: Any, path: str = "") -> list[tuple[str, Any, A
                 out.extend(diff(record[k], recomputed[k], p))
         return out
     if isinstance(record, list) and isinstance(recomputed, list):
-        key = _list_key(record + recomputed)
+        key = _list_key(record, recomputed)
         if key is not None:
             a = {i[key]: i for i in record}
             b = {i[key]: i for i in recomputed}
@@ -385,6 +394,11 @@ def _feeders(store: Store, d: _AgentData, report: EvidenceReport, path: str) -> 
     """Which messages feed a field of the record, for a person to look up."""
     agent = d.agent
     parts = path.split(".")
+    declared = f"{DECLARED}: the figures declared from manual records"
+    if parts[0].split("[")[0] == "imported":
+        return declared
+    if parts[-1] == "change_from_imported":  # post (measured) − the imported baseline
+        return f"{declared}; {_feeders(store, d, report, '.'.join([*parts[:-1], 'post', 'value']))}"
     windows = {"baseline": report.baseline, "post": report.post}
     left_out = []  # KPI messages of the bundle that could not be verified, so were not used
     for line in d.lines:
@@ -445,10 +459,15 @@ def _feeders(store: Store, d: _AgentData, report: EvidenceReport, path: str) -> 
     return "the project in the manifest"
 
 
-def _check_recompute(agents: list[_AgentData], manifest: Manifest) -> CheckResult:
+def _check_recompute(agents: list[_AgentData], manifest: Manifest, files: dict[str, bytes]) -> CheckResult:
     failures: list[Finding] = []
     notes: list[Finding] = []
     compared = 0
+    try:  # bundles written before declared figures existed have none
+        imported = read_declared(files[DECLARED]) if DECLARED in files else []
+    except ValueError as e:
+        failures.append(Finding(file=DECLARED, reason=f"unreadable: {e}"))
+        imported = []
     with tempfile.TemporaryDirectory(prefix="edgeproof-verify-") as tmp, Store(Path(tmp) / "recompute.sqlite") as store:
         for d in agents:
             for k in d.keys:
@@ -468,7 +487,7 @@ def _check_recompute(agents: list[_AgentData], manifest: Manifest) -> CheckResul
                 if result != "stored":
                     notes.append(Finding(agent=d.agent, seq=line.seq, kind=line.kind, reason=f"not used: {result}"))
         try:
-            reports = {r.agent_id: r for r in build_project_reports(store, manifest.project)}
+            reports = {r.agent_id: r for r in build_project_reports(store, manifest.project, imported=imported)}
         except (ReportError, UnknownAgent) as e:
             return CheckResult(
                 name="recompute",
@@ -525,7 +544,7 @@ def verify_bundle(path: str | Path, allow_unsigned: bool = False) -> VerifyResul
         _check_hashes(files, manifest),
         _check_signatures(agents, allow_unsigned),
         _check_coverage(agents),
-        _check_recompute(agents, manifest),
+        _check_recompute(agents, manifest, files),
     ]
     keys = []
     for d in agents:

@@ -26,14 +26,14 @@ import yaml
 
 from cloud_ingest.consumer import IngestService
 from cloud_ingest.evidence import EvidenceReport
-from cloud_ingest.render import write_report
+from cloud_ingest.record import PdfUnavailable, write_record
 from cloud_ingest.report import build_report
 from cloud_ingest.store import Store
 from edge_agent.identity import load_or_create
 from edge_agent.outbox import Outbox
 from edgeproof.broker import EmbeddedBroker
 from edgeproof.clock import ClockSpec, ScaledClock
-from edgeproof.indicators import TimeElements, capacity_utilisation, oee, total
+from edgeproof.indicators import TimeElements, capacity_utilisation, energy_per_good_part, oee, total
 from edgeproof.netutil import free_port, free_port_block
 from simulators.scenario import load_scenario
 
@@ -46,10 +46,14 @@ def demo_file(name: str) -> Path:
     return Path(str(resources.files("edgeproof") / "demo_plant" / name))
 
 
-def agent_config_for(phase: str, port_base: int, mqtt_port: int, data_dir: Path) -> dict[str, Any]:
+def agent_config_for(
+    phase: str, port_base: int, mqtt_port: int, data_dir: Path, event_log: Path | None = None
+) -> dict[str, Any]:
     """The shipped agent config of a phase, pointed at this run's ports and folders."""
     config = yaml.safe_load(demo_file(f"agent-{phase}.yaml").read_text(encoding="utf-8"))
     config["agent"]["data_dir"] = str(data_dir)
+    if event_log is not None:
+        config["agent"]["event_log"] = str(event_log)
     config["mqtt"] = {**config.get("mqtt", {}), "host": "127.0.0.1", "port": mqtt_port}
     for device in config.get("devices", []):
         if "port" in device:
@@ -97,6 +101,7 @@ class PlantRun:
         self.window: tuple[datetime, datetime] = (window.start, window.end)
         self.truth_path = out / f"truth-{phase}.json"
         self.config_path = out / f"agent-{phase}.yaml"
+        self.events_path = out / f"events-{phase}.jsonl"  # the raw samples: `edgeproof kpi` recomputes from them
         self.data_dir = out / "agent-data"
         self.port_base = 0
         self.clock: ScaledClock | None = None
@@ -133,7 +138,7 @@ class PlantRun:
         assert self.clock is not None
         if self.clock.now() > self.window[0]:
             print(f"  warning: the {self.phase} simulator was ready after its window opened", file=sys.stderr)
-        config = agent_config_for(self.phase, self.port_base, self.mqtt_port, self.data_dir)
+        config = agent_config_for(self.phase, self.port_base, self.mqtt_port, self.data_dir, self.events_path)
         self.config_path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
         self.agent = _spawn(
             ["-m", "edge_agent", "--config", str(self.config_path), "--clock", spec.model_dump_json()],
@@ -195,9 +200,15 @@ def _pct(v: float | None, unit: str = "") -> str:
 
 
 def truth_summary(truth: dict[str, Any], machine_ids: list[str]) -> dict[str, float | None]:
-    """True plant OEE over the machines the agent measured, and the true networking rate."""
+    """True plant OEE, capacity utilisation and energy per good part over the machines the agent
+    measured (energy: those with a meter in the truth), and the true networking rate."""
     machines = truth["machines"]
     te = total(TimeElements(**machines[m]["elements"]) for m in machine_ids if m in machines)
+    metered = total(
+        e
+        for e in (TimeElements(**machines[m]["elements"]) for m in machine_ids if m in machines)
+        if e.energy_kwh is not None
+    )
     result = oee(te)
     return {
         "networking_rate": len(truth["exposed"]) / len(machines),
@@ -206,6 +217,7 @@ def truth_summary(truth: dict[str, Any], machine_ids: list[str]) -> dict[str, fl
         "performance": result.performance.value,
         "quality": result.quality.value,
         "capacity_utilisation": capacity_utilisation(te).value,
+        "energy_per_good_part": energy_per_good_part(metered).value if metered.energy_kwh is not None else None,
     }
 
 
@@ -265,7 +277,11 @@ def run(args: argparse.Namespace) -> int:
         broker.stop()
     with Store(db) as store:
         report = build_report(store, agent_id, results[0].window, results[1].window)
-    paths = write_report(report, out)
+    try:
+        paths = write_record(report, out)
+    except PdfUnavailable as e:  # the demo must run where Pango is missing; the PDF is the only loss
+        paths = write_record(report, out, pdf=False)
+        say(f"  no PDF: {e}")
     print_table(report, results, say)
     say(f"\n  messages produced by the agent: {produced}; stored by the ingest: {stored}; left in outbox: {left}")
     for p in paths:

@@ -14,8 +14,18 @@ from typing import Any
 
 import pytest
 
-from cloud_ingest.bundle import MANIFEST, export_bundle, held_path, keys_path, messages_path, read_bundle, record_path
+from cloud_ingest.bundle import (
+    DECLARED,
+    MANIFEST,
+    export_bundle,
+    held_path,
+    keys_path,
+    messages_path,
+    read_bundle,
+    record_path,
+)
 from cloud_ingest.bundle import sha256 as digest
+from cloud_ingest.declared import DeclaredFigure, DeclaredStore
 from cloud_ingest.projects import ProjectStore, load_project_file
 from cloud_ingest.store import Store
 from cloud_ingest.verify import EXCLUDED_FIELDS, VerifyResult, diff, seq_ranges, verify_bundle
@@ -30,6 +40,7 @@ PROJECT = "sz-2024-001"  # the id in tests.test_projects.PROJECT_YAML
 RECEIVED = datetime(2024, 6, 2, tzinfo=UTC)
 ENROLLED = datetime(2024, 2, 1, tzinfo=UTC)
 AT = datetime(2024, 7, 1, tzinfo=UTC)
+DECLARED_AT = datetime(2024, 6, 20, tzinfo=UTC)
 
 
 def signed_store(tmp_path: Path, key: Key) -> Path:
@@ -50,6 +61,19 @@ def signed_store(tmp_path: Path, key: Key) -> Path:
         assert store.ingest(*signed_wire(Key(), state.model_copy(update={"seq": 7})), RECEIVED) == "pending"
     with ProjectStore(db) as projects:
         projects.put(load_project_file(write_yaml(tmp_path)))
+    with DeclaredStore(db) as declared:  # the firm's own pre-retrofit figures, from its paper records
+        declared.add(
+            PROJECT,
+            [
+                DeclaredFigure(window="baseline", indicator="networking_rate", machine_id=None, value=0.1, row=2),
+                DeclaredFigure(window="baseline", indicator="oee", machine_id=None, value=0.55, row=3),
+            ],
+            declared_by="张工 设备科",
+            declared_at=DECLARED_AT,
+            file_name="baseline.xlsx",
+            file_sha256="0" * 64,
+            imported_by="tester",
+        )
     return db
 
 
@@ -108,8 +132,10 @@ def test_export_writes_the_record_messages_and_keys(
     assert f"证据包 Evidence bundle: {out}" in printed and f"{AGENT}: 18 messages, 1 held, 1 key(s)" in printed
     files = read_bundle(out)
     assert sorted(files) == sorted(
-        [MANIFEST, record_path(AGENT), messages_path(AGENT), held_path(AGENT), keys_path(AGENT)]
+        [MANIFEST, DECLARED, record_path(AGENT), messages_path(AGENT), held_path(AGENT), keys_path(AGENT)]
     )
+    [declared] = json.loads(files[DECLARED])
+    assert (declared["declared_by"], [f["value"] for f in declared["figures"]]) == ("张工 设备科", [0.1, 0.55])
     manifest = json.loads(files[MANIFEST])
     assert (manifest["bundle_format"], manifest["project"]["id"], manifest["agents"]) == (1, PROJECT, [AGENT])
     assert manifest["counts"][AGENT] == {"messages": 18, "held": 1, "keys": 1}
@@ -154,7 +180,7 @@ def test_an_untouched_bundle_verifies(bundle: Path, key: Key, capsys: pytest.Cap
     code, out = verify_cli(bundle, capsys)
     assert code == 0
     for line in (
-        "[通过 PASS] 1. 文件完整性 File hashes: 4 files listed, 0 problem(s)",
+        "[通过 PASS] 1. 文件完整性 File hashes: 5 files listed, 0 problem(s)",
         "[通过 PASS] 2. 签名 Signatures: 18 of 18 messages verified",
         "[通过 PASS] 4. 指标重算 Recompute: 1 record(s) rebuilt from the signed messages and compared field by "
         "field, all equal",
@@ -329,7 +355,7 @@ def test_a_file_changed_without_fixing_the_manifest_fails_the_hash_check(
     code, out = verify_cli(bundle, capsys)
     assert code == 1
     assert f"    - file {record_path(AGENT)}: SHA-256 differs from the manifest; expected " in out
-    assert "[未通过 FAIL] 1. 文件完整性 File hashes: 4 files listed, 2 problem(s)" in out
+    assert "[未通过 FAIL] 1. 文件完整性 File hashes: 5 files listed, 2 problem(s)" in out
 
 
 # -- other cases ----------------------------------------------------------------------------------
@@ -373,3 +399,37 @@ def test_diff_and_ranges() -> None:
     record = {"generated_at": "x", "indicators": [{"key": "oee", "post": {"value": 0.5, "ok": True}}], "n": [1, 2]}
     rebuilt = {"generated_at": "y", "indicators": [{"key": "oee", "post": {"value": 0.4, "ok": 1}}], "n": [1, 2]}
     assert diff(record, rebuilt) == [("indicators.oee.post.value", 0.5, 0.4), ("indicators.oee.post.ok", True, 1)]
+
+
+def test_declared_figures_travel_apart_and_a_changed_one_is_named(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The firm's imported baseline is in the record with who and when, never inside a measured number;
+    changing it in declared.json (manifest fixed up) fails the recompute, naming the figure."""
+    record = json.loads(read_bundle(bundle)[record_path(AGENT)])
+    [imported] = record["imported"]
+    assert (imported["declared_by"], imported["file_name"]) == ("张工 设备科", "baseline.xlsx")
+    indicators = {i["key"]: i for i in record["indicators"]}
+    net, oee = indicators["networking_rate"], indicators["oee"]
+    assert (net["baseline"]["value"], net["baseline"]["provenance"]) == (0.25, "measured")  # untouched
+    assert net["change"] == 0.5 and net["change_from_imported"] == 0.75 - 0.1
+    assert oee["change_from_imported"] == 15260 / 20400 - 0.55
+    assert indicators["quality"]["change_from_imported"] is None  # nothing declared for it
+
+    def forge(files: dict[str, bytes]) -> None:
+        declared = json.loads(files[DECLARED])
+        declared[0]["figures"][0]["value"] = 0.05  # a worse "before" makes the retrofit look better
+        files[DECLARED] = json.dumps(declared, ensure_ascii=False).encode()
+
+    rewrite(bundle, forge)
+    result = verify_bundle(bundle)
+    assert failed(result) == ["recompute"]
+    found = {(f.path, f.record, f.recomputed) for f in result.check("recompute").failures}
+    assert ("imported[0].figures[0].value", 0.1, 0.05) in found
+    assert ("indicators.networking_rate.change_from_imported", 0.75 - 0.1, 0.75 - 0.05) in found
+    messages = {f.path: f.messages for f in result.check("recompute").failures}
+    assert messages["imported[0].figures[0].value"] == f"{DECLARED}: the figures declared from manual records"
+    assert messages["indicators.networking_rate.change_from_imported"] == (
+        f"{DECLARED}: the figures declared from manual records; "
+        f"{AGENT} site seq 19 (asset register, post window); {AGENT} kpi seq 13–18 (all machines, post window)"
+    )

@@ -34,7 +34,9 @@ from typing import Any
 
 import pytest
 
+from cloud_ingest.declared import DeclaredFigure, DeclaredStore
 from cloud_ingest.evidence import NO_KPI, EvidenceReport
+from cloud_ingest.record import read_csv, write_csv
 from cloud_ingest.report import ReportError, UnknownAgent, build_report, render_html, write_report
 from cloud_ingest.store import Store
 from edgeproof.contract import (
@@ -393,7 +395,8 @@ def test_html_in_both_languages(report: EvidenceReport) -> None:
     for text in ("Networking rate of production equipment", "Digitalisation rate of production equipment",
                  "Networked share of digital equipment (non-official ratio)", "NC rate of key processes",
                  "OEE, overall equipment effectiveness (ISO 22400-2)", "Availability", "Performance", "Quality",
-                 "Monthly average product pass rate", "arithmetic mean over the months", "No official formula was published",
+                 "Monthly average product pass rate", "arithmetic mean over the months",
+                 "No official formula was published",
                  "+50.0 pp", "33.3%", "100.0%", "Welding cell", "measured + declared"):
         assert text in en, text
     assert 'title="no KPI data in the window"' in en
@@ -424,3 +427,39 @@ def test_overlapping_buckets_are_counted_under_data_quality(tmp_path: Path) -> N
         r = build_report(store, AGENT, BASE, POST)
     assert r.data_quality.baseline.overlapping_buckets == 2
     assert r.data_quality.baseline.kpi_buckets == 4
+
+
+def test_imported_figures_are_shown_apart_with_who_and_when(store: Store, tmp_path: Path) -> None:
+    """A declared baseline never replaces or enters a measured number: it travels in `imported`, and the
+    indicators only set the measured post value against it, in a column of its own."""
+    with DeclaredStore(store.path) as declared:
+        declared.add(
+            "sz-2024-001",
+            [
+                DeclaredFigure(window="baseline", indicator="oee", machine_id=None, value=0.5, row=2,
+                               source_document="2024年2月生产日报表"),
+                DeclaredFigure(window="baseline", indicator="oee", machine_id="M2", value=0.4, row=3),
+            ],
+            declared_by="李工 生产部", declared_at=datetime(2024, 6, 20, 9, tzinfo=CST), file_name="baseline.csv",
+            file_sha256="ab" * 32, imported_by="ops",
+        )  # fmt: skip
+        imported = declared.imports("sz-2024-001")
+    r = build_report(store, AGENT, BASE, POST, generated_at=GENERATED, imported=imported)
+    oee_ = r.indicator("oee")
+    assert (oee_.baseline.value, oee_.baseline.provenance, oee_.change) == (5220 / 8400, "measured", oee_.change)
+    assert (oee_.imported_baseline, oee_.change_from_imported) == (0.5, 15260 / 20400 - 0.5)
+    assert r.indicator("availability").imported_baseline is None
+    m2 = next(m for m in r.machines if m.machine_id == "M2")
+    assert m2.baseline.oee.value == 900 / 1800  # the declared 0.4 for M2 is listed, not used
+    zh, en = render_html(r, "zh-CN"), render_html(r, "en")
+    assert "企业申报导入的数值（非实测）" in zh and "李工 生产部" in zh and "2024年2月生产日报表" in zh
+    assert "相对导入基线 50.0%: +24.8 个百分点" in zh
+    assert "Figures imported from the firm&#39;s manual records (declared, not measured)" in en
+    write_csv(r, tmp_path)
+    rows = read_csv(tmp_path / "evidence.imported.csv")
+    assert [(x["provenance"], x["machine_id"], x["value"], x["declared_by"]) for x in rows] == [
+        ("imported", "", "0.5", "李工 生产部"),
+        ("imported", "M2", "0.4", "李工 生产部"),
+    ]
+    [oee_row] = [x for x in read_csv(tmp_path / "evidence.indicators.csv") if x["key"] == "oee"]
+    assert (oee_row["imported_baseline"], float(oee_row["change_from_imported"])) == ("0.5", 15260 / 20400 - 0.5)

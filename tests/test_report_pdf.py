@@ -31,7 +31,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> tuple[EvidenceReport, P
     assert [p.name for p in paths] == [
         "evidence.json", "evidence.zh-CN.html", "evidence.en.html", "evidence.zh-CN.pdf", "evidence.en.pdf",
         "evidence.project.csv", "evidence.indicators.csv", "evidence.machines.csv", "evidence.lines.csv",
-        "evidence.months.csv",
+        "evidence.months.csv", "evidence.imported.csv",
     ]  # fmt: skip
     return report, out
 

@@ -121,15 +121,30 @@ def test_the_outbox_signs_its_eviction_declarations_with_the_agent_key(tmp_path:
 def test_signed_by_an_enrolled_key_is_verified_and_unsigned_is_stored_but_marked(tmp_path: Path) -> None:
     key = Key()
     with Store(tmp_path / "ingest.sqlite") as store:
+        assert store.ingest(topic(AGENT, "state"), encode(state(3)), RECEIVED) == "stored"  # an older agent
         result = store.enroll_key(AGENT, key.public)
         assert (result.key_id, result.fingerprint) == (fingerprint(key.raw).replace(" ", "")[:16], fingerprint(key.raw))
         assert store.ingest(*signed_wire(key, birth(1)), RECEIVED) == "stored"
         assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "stored"
-        assert store.ingest(topic(AGENT, "state"), encode(state(3)), RECEIVED) == "stored"  # an older agent
         assert [store.verification(AGENT, s) for s in (1, 2, 3)] == ["verified", "verified", "unsigned"]
         assert store.verification_counts(AGENT) == {"verified": 2, "unsigned": 1, "pending": 0, "rejected": 0}
         assert [r.seq for r in store.kpi_rows(AGENT, T0, T0 + timedelta(hours=1))] == [2]
         assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "duplicate"  # Ed25519 is deterministic
+
+
+def test_an_unsigned_message_from_an_agent_with_an_enrolled_key_is_rejected(tmp_path: Path) -> None:
+    """Once its key is enrolled, the agent signs everything: an unsigned message claiming to be from it
+    (a forgery, or a signature stripped on the way) is held apart as rejected, never used."""
+    key = Key()
+    with Store(tmp_path / "ingest.sqlite") as store:
+        store.enroll_key(AGENT, key.public)
+        assert store.ingest(topic(AGENT, "kpi"), encode(kpi(2)), RECEIVED) == "rejected"
+        assert store.kpi_rows(AGENT, T0, T0 + timedelta(hours=1)) == []
+        [held] = store.held_messages(AGENT)
+        assert (held.seq, held.status) == (2, "rejected")
+        assert held.reason == f"unsigned, but agent {AGENT} has an enrolled key"
+        assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "stored"  # the real one still gets in
+        assert store.verification(AGENT, 2) == "verified"
 
 
 def test_the_historical_flip_does_not_break_a_signature(tmp_path: Path) -> None:
