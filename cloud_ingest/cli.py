@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from types import FrameType
 
-from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService
+from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService, ingest_subscription
 from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.render import pct
 from cloud_ingest.report import ReportError, UnknownAgent, build_report
@@ -53,13 +53,45 @@ def add_ingest_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"stable MQTT client id of the persistent session (default: {DEFAULT_CLIENT_ID})",
     )
     parser.add_argument(
+        "--share-group",
+        default=None,
+        metavar="GROUP",
+        help="run as one of several workers on the shared subscription $share/GROUP/...; each worker "
+        "needs its own --client-id (docs/scale-out.md)",
+    )
+    parser.add_argument(
         "--mqtt-username", default=None, help=f"broker user name; the password is read from ${PASSWORD_ENV}"
     )
+    from cloud_ingest.influx_cli import add_influx_arguments  # loads influxdb-client: only for the ingest
+
+    add_influx_arguments(parser)
+    from cloud_ingest.web.server import add_web_arguments  # the evaluator's web app (docs/web.md)
+
+    add_web_arguments(parser)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    """Consume until SIGTERM/SIGINT (exit 0); exit 1 if the store fails."""
+    """Consume until SIGTERM/SIGINT (exit 0); exit 1 if the store fails, 2 on a bad share group or client id."""
     _setup_logging(args.log_level)
+    try:
+        ingest_subscription(args.share_group, args.client_id)
+    except ValueError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
+    from cloud_ingest.web.server import WebConfigError, start_web
+
+    try:
+        web = start_web(args)  # None without --http-port; else the web app beside the consumer (docs/web.md)
+    except WebConfigError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
+    from cloud_ingest.influx_cli import sink_from_args
+
+    try:
+        sink = sink_from_args(args)  # None without --influx-url
+    except ValueError as exc:
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 2
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -75,9 +107,15 @@ def run_ingest(args: argparse.Namespace) -> int:
             client_id=args.client_id,
             username=args.mqtt_username,
             password=os.environ.get(PASSWORD_ENV) if args.mqtt_username else None,
+            share_group=args.share_group,
+            sink=sink,
         )
         return service.run_forever(stop)
     finally:
+        if web is not None:
+            web.stop()
+        if sink is not None:
+            sink.close()  # after the consumer stopped: flushes what it can, counts the rest
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 

@@ -4,6 +4,9 @@ Delivery is at-least-once end to end: a persistent session (clean_session=False,
 id) makes the broker queue QoS 1 messages while the ingest is away, and a message is acknowledged
 (manual PUBACK) only after the store has committed it. Redeliveries are then absorbed by the
 store's idempotency on (agent_id, seq), which turns at-least-once into exactly-once storage.
+
+Several workers can share the load on one shared subscription (`share_group`), each on its own
+persistent session; what survives a worker's death then depends on the broker (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import threading
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -26,8 +29,32 @@ log = logging.getLogger(__name__)
 DEFAULT_CLIENT_ID = "edgeproof-ingest"
 
 
+class StoredSink(Protocol):
+    """Gets every stored message (and health reading) after its commit; must not block (cloud_ingest/influx.py)."""
+
+    def offer(self, topic: str, payload: bytes) -> None: ...
+
+
+def ingest_subscription(share_group: str | None, client_id: str) -> str:
+    """The topic filter a worker subscribes to: the contract's, or its `$share/<group>/` form (docs/scale-out.md).
+
+    Raises ValueError for a group name MQTT cannot carry, or for a group worker on the default client
+    id: workers that share a client id take each other's session over, over and over.
+    """
+    if share_group is None:
+        return INGEST_SUBSCRIPTION
+    if not share_group or any(c in share_group for c in "/+#"):
+        raise ValueError(f"share group {share_group!r}: must be non-empty, without '/', '+' or '#'")
+    if client_id == DEFAULT_CLIENT_ID:
+        raise ValueError(
+            f"each worker of share group {share_group!r} needs its own stable client id "
+            f"(e.g. --client-id {DEFAULT_CLIENT_ID}-1, -2, ...), not the default {DEFAULT_CLIENT_ID!r}"
+        )
+    return f"$share/{share_group}/{INGEST_SUBSCRIPTION}"
+
+
 class IngestService:
-    """Consume `INGEST_SUBSCRIPTION` at QoS 1 into a `Store` at `db_path`.
+    """Consume `INGEST_SUBSCRIPTION` (as a worker of `share_group`: its shared form) at QoS 1 into a `Store`.
 
     The store is written from paho's network thread only (the on_message callback), which is
     also what serialises the writes; `stop()` joins that thread before closing the store.
@@ -44,9 +71,12 @@ class IngestService:
         keepalive_s: int = 30,
         reconnect_min_s: int = 1,
         reconnect_max_s: int = 30,
+        share_group: str | None = None,
+        sink: StoredSink | None = None,
     ) -> None:
         if not client_id:
             raise ValueError("a stable, non-empty client id is required for a persistent session")
+        self.subscription = ingest_subscription(share_group, client_id)
         self.db_path = Path(db_path)
         self.host = host
         self.port = port
@@ -60,6 +90,7 @@ class IngestService:
         self._subscribed = threading.Event()
         self._fatal: BaseException | None = None
         self.counts: Counter[str] = Counter()
+        self._sink = sink
 
     @property
     def fatal_error(self) -> BaseException | None:
@@ -138,13 +169,13 @@ class IngestService:
         log.info("connected broker=%s:%d session_present=%s", self.host, self.port, flags.session_present)
         # Subscribe on every connect: harmless when the session already has it, needed when the
         # broker lost the session (restart without persistence).
-        client.subscribe(INGEST_SUBSCRIPTION, qos=1)
+        client.subscribe(self.subscription, qos=1)
 
     def _on_subscribe(self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: list[Any], _props: Any) -> None:
         if any(r.is_failure for r in reasons):
-            log.error("subscription refused topic=%s reasons=%s", INGEST_SUBSCRIPTION, reasons)
+            log.error("subscription refused topic=%s reasons=%s", self.subscription, reasons)
             return
-        log.info("subscribed topic=%s qos=1", INGEST_SUBSCRIPTION)
+        log.info("subscribed topic=%s qos=1", self.subscription)
         self._subscribed.set()
 
     def _on_disconnect(
@@ -174,3 +205,5 @@ class IngestService:
             return
         self.counts[result] += 1
         client.ack(msg.mid, msg.qos)
+        if self._sink is not None and result in ("stored", "health"):  # never held, duplicate or dead-lettered
+            self._sink.offer(topic, msg.payload)

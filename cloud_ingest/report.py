@@ -62,7 +62,7 @@ from edgeproof.indicators import (
     total,
 )
 
-__all__ = ["ReportError", "UnknownAgent", "build_report", "render_html", "write_report"]
+__all__ = ["Register", "ReportError", "UnknownAgent", "asset_register", "build_report", "render_html", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,9 @@ class UnknownAgent(LookupError):
 
 
 @dataclass
-class _Register:
+class Register:
+    """The asset register a span of time is judged against, and where it came from."""
+
     machines: list[RegisteredMachine]
     processes: list[ProcessInfo]
     min_coverage: float
@@ -96,7 +98,7 @@ class _WindowData:
     buckets: dict[str, int]
     plant: TimeElements
     plant_oee: Oee
-    register: _Register | None
+    register: Register | None
     ratios: SiteRatios | None
     quality: WindowQuality
     flags: dict[str, list[str]] = field(default_factory=dict)
@@ -139,18 +141,18 @@ def _inside(rows: list[KpiRow], w: Window) -> tuple[list[KpiRow], int, int, int]
     return kept, partial, superseded, overlapping
 
 
-def _register(store: Store, agent_id: str, w: Window) -> _Register | None:
-    """The window's asset register: its latest SiteKpi's, else the latest birth before its end."""
-    site = store.latest_site(agent_id, w.start, w.end)
+def asset_register(store: Store, agent_id: str, start: datetime, end: datetime) -> Register | None:
+    """The asset register of [start, end]: its latest SiteKpi's, else the latest birth before its end."""
+    site = store.latest_site(agent_id, start, end)
     if site is not None:
-        return _Register(
+        return Register(
             machines=list(site.machines),
             processes=list(site.processes),
             min_coverage=site.ratios.networked_min_coverage,
             source="site",
             bucket=(site.bucket_start, site.bucket_end),
         )
-    birth = store.latest_birth(agent_id, produced_before=w.end) or store.latest_birth(agent_id)
+    birth = store.latest_birth(agent_id, produced_before=end) or store.latest_birth(agent_id)
     if birth is None:
         return None
     machines = [
@@ -159,7 +161,7 @@ def _register(store: Store, agent_id: str, w: Window) -> _Register | None:
         )
         for a in birth.assets
     ]
-    return _Register(machines, list(birth.processes), DEFAULT_NETWORKED_MIN_COVERAGE, "birth")
+    return Register(machines, list(birth.processes), DEFAULT_NETWORKED_MIN_COVERAGE, "birth")
 
 
 def _window_data(
@@ -173,7 +175,7 @@ def _window_data(
         flags[r.machine_id].extend(f for f in r.flags if f not in flags[r.machine_id])
     per_machine = {m: total(els) for m, els in by_machine.items()}
     plant = total(per_machine.values())
-    register = _register(store, agent_id, w)
+    register = asset_register(store, agent_id, w.start, w.end)
     ratios = None
     if register is not None:
         observed = {m: te.observed_s for m, te in per_machine.items()}

@@ -22,6 +22,7 @@ import json
 import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -499,7 +500,16 @@ class Store:
         self._lock = threading.RLock()
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         with self._lock:
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            # Several workers opening a new file at once: the switch to WAL answers "locked" at once
+            # instead of waiting on the busy timeout while another connection makes it, so try again.
+            for attempt in range(200):
+                try:
+                    self._conn.execute("PRAGMA journal_mode=WAL")
+                    break
+                except sqlite3.OperationalError:
+                    if attempt == 199:
+                        raise
+                    time.sleep(0.05)
             # A message is acknowledged to the broker only after its commit: FULL makes the commit
             # survive a power cut, not just a process crash.
             self._conn.execute("PRAGMA synchronous=FULL")

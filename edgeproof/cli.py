@@ -45,6 +45,8 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "run",
         "declared (manual) baseline figures of a project: import CSV/Excel, list, template, withdraw",
     ),
+    "web": ("cloud_ingest.web.server", "add_arguments", "run", "serve the evaluator's read-only web app on a store"),
+    "user": ("cloud_ingest.users", "add_arguments", "run", "read-only accounts of the web app: add, list, remove"),
     "export": (
         "cloud_ingest.bundle_cli",
         "add_export_arguments",
@@ -58,6 +60,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
         "check an evidence bundle offline: hashes, signatures, coverage, recomputed indicators",
     ),
     "kpi": ("edge_agent.recompute", "add_arguments", "run", "recompute every indicator from an agent's event log"),
+    "influx": ("cloud_ingest.influx_cli", "add_arguments", "run", "InfluxDB copy of the time series: backfill"),
 }
 
 
