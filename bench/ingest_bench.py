@@ -16,8 +16,10 @@ arrival as each consumer timestamps it (the store's `received_at` for the worker
 process start-up out. The baseline is a paho client in its own process that only counts (QoS 1,
 automatic PUBACK, no parsing, no store), on the same broker settings and the same messages.
 
-Store back-ends are entries of BACKENDS (worker arguments and how to read the arrival span); the
-SQLite store is the one there is today, a PostgreSQL entry adds a column to the JSON.
+Store back-ends are entries of BACKENDS (worker arguments and how to read the arrival span):
+`sqlite` (the default store) and `postgresql` (`--backend sqlite postgresql`; a fresh database per
+run on the server of $EDGEPROOF_BENCH_POSTGRES, default postgresql://127.0.0.1:5432/postgres, which
+must let this user create databases; they are dropped at the end).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python bench/ingest_bench.py` from a checkout
@@ -207,6 +210,8 @@ class Backend:
     worker_args: Callable[[Path], list[str]]
     span: Callable[[Path], tuple[int, float, float]]
     commit_ceiling: Callable[[Path, list[tuple[str, bytes]]], float]
+    cleanup: Callable[[], None] = lambda: None
+    version: Callable[[], str] = lambda: sqlite3.sqlite_version
 
 
 def _sqlite_span(work: Path) -> tuple[int, float, float]:
@@ -241,9 +246,85 @@ def _sqlite_commit_ceiling(work: Path, messages: list[tuple[str, bytes]]) -> flo
     return rate
 
 
+def _span(n: int, first: str | None, last: str | None) -> tuple[int, float, float]:
+    if not n or first is None or last is None:
+        return 0, 0.0, 0.0
+    return int(n), datetime.fromisoformat(first).timestamp(), datetime.fromisoformat(last).timestamp()
+
+
+PG_ADMIN = os.environ.get("EDGEPROOF_BENCH_POSTGRES", "postgresql://127.0.0.1:5432/postgres")
+_pg_databases: list[str] = []  # created by this run, dropped at its end
+
+
+def _pg_admin() -> Any:
+    import psycopg
+
+    return psycopg.connect(PG_ADMIN, autocommit=True)
+
+
+def _pg_url(work: Path) -> str:
+    """A fresh database per measurement (created on first use), as a fresh file is for SQLite."""
+    name = f"edgeproof_bench_{os.getpid()}_{work.name.replace('-', '_')}"
+    if name not in _pg_databases:
+        with _pg_admin() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        _pg_databases.append(name)
+    return urlunsplit(urlsplit(PG_ADMIN)._replace(path=f"/{name}"))
+
+
+def _pg_span(work: Path) -> tuple[int, float, float]:
+    import psycopg
+
+    with psycopg.connect(_pg_url(work)) as conn:
+        try:
+            row = conn.execute("SELECT count(*), min(received_at), max(received_at) FROM messages").fetchone()
+        except psycopg.errors.UndefinedTable:  # the tables are not there yet
+            return 0, 0.0, 0.0
+    assert row is not None
+    return _span(*row)
+
+
+def _pg_commit_ceiling(work: Path, messages: list[tuple[str, bytes]]) -> float:
+    """Commits/s of one writer doing only what bounds the store: a transaction per message inserting its
+    payload under the (agent_id, seq) key with ON CONFLICT DO NOTHING, after the per-agent advisory lock."""
+    import psycopg
+
+    with psycopg.connect(_pg_url(work), autocommit=True) as conn:
+        conn.execute("CREATE TABLE messages (agent_id TEXT, seq BIGINT, payload TEXT, PRIMARY KEY (agent_id, seq))")
+        t0 = time.perf_counter()
+        for i, (name, payload) in enumerate(messages):
+            conn.execute("BEGIN")
+            conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (name,))
+            conn.execute(
+                "INSERT INTO messages VALUES (%s, %s, %s) ON CONFLICT DO NOTHING", (name, i, payload.decode())
+            )
+            conn.execute("COMMIT")
+        return len(messages) / (time.perf_counter() - t0)
+
+
+def _pg_cleanup() -> None:
+    with _pg_admin() as admin:
+        while _pg_databases:
+            admin.execute(f'DROP DATABASE IF EXISTS "{_pg_databases.pop()}" WITH (FORCE)')
+
+
+def _pg_version() -> str:
+    with _pg_admin() as admin:
+        row = admin.execute("SHOW server_version").fetchone()
+    return str(row[0]) if row else "?"
+
+
 BACKENDS = {
     "sqlite": Backend(
         "sqlite", lambda work: ["--db", str(work / "ingest.sqlite")], _sqlite_span, _sqlite_commit_ceiling
+    ),
+    "postgresql": Backend(
+        "postgresql",
+        lambda work: ["--db", _pg_url(work)],
+        _pg_span,
+        _pg_commit_ceiling,
+        _pg_cleanup,
+        _pg_version,
     ),
 }
 
@@ -392,27 +473,32 @@ def main() -> None:
             print(f"raw paho counter, repeat {r + 1}", file=sys.stderr)
             raw.append(run_raw(messages, fresh()))
         results["raw_paho_counter"] = rates(raw, kpi_share)
+        versions = {}
         for name in args.backend:
             backend = BACKENDS[name]
+            versions[name] = backend.version()
             results[name] = {}
-            ceilings = [backend.commit_ceiling(fresh(), messages) for _ in range(repeats)]
-            results[name]["commit_ceiling_per_s"] = round(statistics.median(ceilings))
-            for n in args.workers:
-                spans = []
-                for r in range(repeats):
-                    print(f"{name}: {n} worker(s), repeat {r + 1}", file=sys.stderr)
-                    spans.append(run_workers(backend, n, messages, fresh()))
-                entry = rates(spans, kpi_share)
-                raw_rate = results["raw_paho_counter"]["messages_per_s"]
-                entry["share_of_raw"] = round(entry["messages_per_s"] / raw_rate, 3) if raw_rate else None
-                results[name][f"{n}_workers"] = entry
+            try:
+                ceilings = [backend.commit_ceiling(fresh(), messages) for _ in range(repeats)]
+                results[name]["commit_ceiling_per_s"] = round(statistics.median(ceilings))
+                for n in args.workers:
+                    spans = []
+                    for r in range(repeats):
+                        print(f"{name}: {n} worker(s), repeat {r + 1}", file=sys.stderr)
+                        spans.append(run_workers(backend, n, messages, fresh()))
+                    entry = rates(spans, kpi_share)
+                    raw_rate = results["raw_paho_counter"]["messages_per_s"]
+                    entry["share_of_raw"] = round(entry["messages_per_s"] / raw_rate, 3) if raw_rate else None
+                    results[name][f"{n}_workers"] = entry
+            finally:
+                backend.cleanup()
 
     doc = {
         "machine": {
             "cpu_count": os.cpu_count(),
             "python": platform.python_version(),
             "paho_mqtt": paho.mqtt.__version__,
-            "sqlite": sqlite3.sqlite_version,
+            **versions,
             "platform": platform.platform(),
         },
         "workload": {

@@ -1,4 +1,4 @@
-"""Command line of the cloud side: `ingest` (MQTT → SQLite), `report` (before/after evidence), `gaps`.
+"""Command line of the cloud side: `ingest` (MQTT → SQLite or PostgreSQL), `report` (before/after evidence), `gaps`.
 
 Mounted by `edgeproof.cli` as `edgeproof ingest` / `edgeproof report`; also runs standalone as
 `python -m cloud_ingest ...`.
@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 
 from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService, ingest_subscription
+from cloud_ingest.dialect import StoreTarget, is_postgres, mask, store_target
 from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.render import pct
 from cloud_ingest.report import ReportError, UnknownAgent, build_report
@@ -29,7 +30,12 @@ PASSWORD_ENV = "EDGEPROOF_MQTT_PASSWORD"  # not an option: command lines are vis
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        type=store_target,
+        default=DEFAULT_DB,
+        help=f"SQLite file or postgresql://user@host/database URL (default: ./{DEFAULT_DB})",
+    )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -78,6 +84,9 @@ def run_ingest(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
+    if is_postgres(args.db) and args.http_port is not None:
+        print(f"ingest: error: the web app (--http-port) reads SQLite only, not {mask(args.db)}", file=sys.stderr)
+        return 2
     from cloud_ingest.web.server import WebConfigError, start_web
 
     try:
@@ -111,6 +120,9 @@ def run_ingest(args: argparse.Namespace) -> int:
             sink=sink,
         )
         return service.run_forever(stop)
+    except ConnectionError as exc:  # a PostgreSQL store that cannot be reached (the URL masked)
+        print(f"ingest: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if web is not None:
             web.stop()
@@ -118,6 +130,11 @@ def run_ingest(args: argparse.Namespace) -> int:
             sink.close()  # after the consumer stopped: flushes what it can, counts the rest
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _store_exists(db: StoreTarget) -> bool:
+    """A SQLite file that is there; a PostgreSQL URL is tried by opening it (an unreachable one fails loudly)."""
+    return is_postgres(db) or Path(db).is_file()
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -201,10 +218,15 @@ def run_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    if not Path(args.db).is_file():
+    if not _store_exists(args.db):
         print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
         return 2
-    with Store(args.db) as store:
+    try:
+        store = Store(args.db)
+    except ConnectionError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    with store:
         try:
             report = build_report(store, args.agent, baseline, post)
         except (ReportError, UnknownAgent) as exc:
@@ -233,6 +255,9 @@ def _report_project(args: argparse.Namespace) -> int:
     from cloud_ingest.record import build_project_reports
 
     prog = "report"
+    if is_postgres(args.db):
+        print(f"{prog}: error: --project reads a SQLite store only, not {mask(args.db)}", file=sys.stderr)
+        return 2
     if not Path(args.db).is_file():
         print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
         return 2
@@ -296,12 +321,17 @@ def format_gaps(report: GapReport) -> str:
 def run_gaps(args: argparse.Namespace) -> int:
     """Print an agent's gap report; exit 2 on a missing store or an agent it has never heard of."""
     _setup_logging(args.log_level)
-    if not Path(args.db).is_file():
+    if not _store_exists(args.db):
         print(f"gaps: error: no store at {args.db}", file=sys.stderr)
         return 2
-    with Store(args.db) as store:
+    try:
+        store = Store(args.db)
+    except ConnectionError as exc:
+        print(f"gaps: error: {exc}", file=sys.stderr)
+        return 1
+    with store:
         if not store.has_agent(args.agent) and not store.has_held(args.agent):
-            print(f"gaps: error: no messages of agent {args.agent!r} in {args.db}", file=sys.stderr)
+            print(f"gaps: error: no messages of agent {args.agent!r} in {mask(args.db)}", file=sys.stderr)
             return 2
         report = store.gap_report(args.agent)
     print(report.model_dump_json(indent=2) if args.json else format_gaps(report))
@@ -311,7 +341,7 @@ def run_gaps(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cloud_ingest", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_ingest_arguments(sub.add_parser("ingest", help="run the cloud ingest (MQTT → SQLite)"))
+    add_ingest_arguments(sub.add_parser("ingest", help="run the cloud ingest (MQTT → SQLite or PostgreSQL)"))
     add_report_arguments(sub.add_parser("report", help="build before/after evidence from a store"))
     add_gaps_arguments(sub.add_parser("gaps", help="an agent's sequence gaps: declared evicted or missing"))
     args = parser.parse_args(argv)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from cloud_ingest.dialect import StoreTarget, is_postgres, mask
 from cloud_ingest.store import Store
 from edgeproof.contract import INGEST_SUBSCRIPTION
 
@@ -62,7 +63,7 @@ class IngestService:
 
     def __init__(
         self,
-        db_path: str | Path,
+        db_path: StoreTarget,
         host: str,
         port: int,
         client_id: str = DEFAULT_CLIENT_ID,
@@ -77,7 +78,7 @@ class IngestService:
         if not client_id:
             raise ValueError("a stable, non-empty client id is required for a persistent session")
         self.subscription = ingest_subscription(share_group, client_id)
-        self.db_path = Path(db_path)
+        self.db_path = db_path if is_postgres(db_path) else Path(db_path)
         self.host = host
         self.port = port
         self.client_id = client_id
@@ -126,7 +127,9 @@ class IngestService:
         client.connect_async(self.host, self.port, keepalive=self._keepalive_s)
         client.loop_start()
         self._client = client
-        log.info("ingest started broker=%s:%d client_id=%s db=%s", self.host, self.port, self.client_id, self.db_path)
+        log.info(
+            "ingest started broker=%s:%d client_id=%s db=%s", self.host, self.port, self.client_id, mask(self.db_path)
+        )
 
     def wait_subscribed(self, timeout: float | None = None) -> bool:
         """Block until the subscription is acknowledged by the broker (True) or `timeout` passes."""

@@ -28,6 +28,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud_ingest.bilingual import header
+from cloud_ingest.dialect import not_on_postgres
 from edgeproof.configfile import located_error
 
 IndicatorKey = Literal[
@@ -727,6 +728,7 @@ class DeclaredStore:
     """The declared-figures tables of an ingest store. Opens its own connection; the ingest may run meanwhile."""
 
     def __init__(self, path: str | Path) -> None:
+        not_on_postgres(path, "declared baseline figures (edgeproof baseline)")
         self.path = Path(path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         self._conn.executescript(_SCHEMA)

@@ -13,13 +13,19 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+from cloud_ingest.dialect import is_postgres, mask, store_target
 from cloud_ingest.store import Store
 
 DEFAULT_DB = Path("var/ingest.sqlite")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        type=store_target,
+        default=DEFAULT_DB,
+        help=f"SQLite file or postgresql://user@host/database URL (default: ./{DEFAULT_DB})",
+    )
     parser.add_argument("--agent", required=True, help="agent id")
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--public-key", metavar="B64", help="the agent's public key (base64), from --show-key")
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     """Exit 0 when done, 2 on a bad key, an unknown key or agent, or a missing store."""
     if args.revoke_from is not None and args.revoke is None:
         return _error("--from goes with --revoke")
-    if (args.from_birth or args.revoke or args.list) and not Path(args.db).is_file():
+    if (args.from_birth or args.revoke or args.list) and not is_postgres(args.db) and not Path(args.db).is_file():
         return _error(f"no store at {args.db}")
     with Store(args.db) as store:
         if args.list:
@@ -63,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         if args.from_birth:
             announced = store.announced_key(args.agent)
             if announced is None:
-                return _error(f"no birth message of agent {args.agent!r} announcing a public key in {args.db}")
+                return _error(f"no birth message of agent {args.agent!r} announcing a public key in {mask(args.db)}")
             print(
                 f"public key taken from the birth message seq {announced.birth_seq} of agent {args.agent} "
                 f"(produced {announced.produced_at.isoformat()}, {announced.status})"

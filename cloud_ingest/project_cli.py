@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloud_ingest.cli import _add_common, _setup_logging, parse_window
+from cloud_ingest.dialect import StoreTarget, not_on_postgres
 from cloud_ingest.projects import (
     ConfigError,
     Project,
@@ -183,7 +184,12 @@ def format_projects(projects: list[Project]) -> str:
     return "\n".join("  ".join(_pad(c, w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 
-def _open(db: Path, create: bool) -> ProjectStore:
+def _open(db: StoreTarget, create: bool) -> ProjectStore:
+    try:
+        not_on_postgres(db, "projects (edgeproof project)")
+    except NotImplementedError as exc:
+        raise _Usage(str(exc)) from None
+    db = Path(db)
     if not db.is_file():
         if not create:
             raise _Usage(f"no store at {db}")

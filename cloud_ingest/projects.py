@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from cloud_ingest.dialect import not_on_postgres
 from edgeproof.configfile import ConfigError, load_yaml_model, located_error
 
 # -- unified social credit code (统一社会信用代码), GB 32100-2015 --------------------------------
@@ -150,6 +151,7 @@ class ProjectStore:
     """The `projects` table of an ingest store. Opens its own connection; the ingest may run meanwhile."""
 
     def __init__(self, path: str | Path) -> None:
+        not_on_postgres(path, "projects (edgeproof project, report --project)")
         self.path = Path(path)
         self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
         self._conn.executescript(_SCHEMA)

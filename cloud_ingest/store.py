@@ -1,6 +1,7 @@
-"""Idempotent SQLite store of contract messages, with the rows the evaluation reads.
+"""Idempotent store of contract messages, with the rows the evaluation reads.
 
-One SQLite file in WAL mode. `ingest()` validates one MQTT message against the contract and
+One SQLite file in WAL mode, or a PostgreSQL database (cloud_ingest/dialect.py: same schema, same
+SQL, the same results). `ingest()` validates one MQTT message against the contract and
 either stores it (plus its derived rows, in the same transaction), counts it as a duplicate,
 records the agent's retained status, or files it as a dead letter with a reason. Invalid input
 never raises; only a failing database does, so the caller can leave the message unacknowledged.
@@ -32,6 +33,15 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
+from cloud_ingest.dialect import (
+    PgConnection,
+    StoreTarget,
+    is_postgres,
+    mask,
+    message_errors,
+    pg_schema,
+    sqlite_path,
+)
 from edgeproof.contract import (
     SEQUENCED_KINDS,
     AnySequenced,
@@ -60,7 +70,8 @@ DEFAULT_MAX_PAYLOAD_BYTES = 1 << 20
 # A dead letter keeps this much of an oversized payload: enough to identify it, not to fill the disk.
 DEAD_LETTER_KEEP_BYTES = 64 << 10
 # 2: eviction declarations (evictions, evicted_ranges); 3: health, messages.historical;
-# 4: signatures (agent_keys, held, messages.verification and messages.key_id)
+# 4: signatures (agent_keys, held, messages.verification and messages.key_id).
+# SQLite keeps it in PRAGMA user_version, PostgreSQL in the one row of schema_version.
 SCHEMA_VERSION = 4
 # states that only data can give; the calendar's (planned stop, not scheduled) and UNKNOWN cannot
 DATA_STATES = ("RUNNING", "SETUP", "MICRO_STOP", "IDLE", "FAULT")
@@ -225,6 +236,8 @@ _MESSAGE_ERRORS: tuple[type[Exception], ...] = (
     AttributeError,
 )
 SQLITE_MAX_INT = 2**63 - 1
+# the ingest's connection: sqlite3's, or PgConnection answering the same calls
+Connection = sqlite3.Connection | PgConnection
 
 
 class Rejected(Exception):
@@ -485,19 +498,31 @@ def _describe(error: ValidationError, limit: int = 3) -> str:
 
 
 class Store:
-    """The ingest's SQLite file. Thread-safe: one connection guarded by a lock.
+    """The ingest's SQLite file or PostgreSQL database. Thread-safe: one connection guarded by a lock.
 
     The MQTT consumer writes from paho's network thread while it is created and closed by the
     caller's thread, so the connection is opened with check_same_thread=False and every use of it
     holds `_lock`. Readers in other processes open their own Store; WAL lets them read while the
     ingest writes.
+
+    `target` is a path (or `sqlite:///path`) for SQLite, a `postgresql://` URL for PostgreSQL; on
+    PostgreSQL `path` is the URL with its password masked, for messages.
     """
 
-    def __init__(self, path: str | Path, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
-        self.path = Path(path)
+    def __init__(self, target: StoreTarget, max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> None:
         self.max_payload_bytes = max_payload_bytes
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
+        self._conn: Connection
+        self._message_errors = _MESSAGE_ERRORS
+        if is_postgres(target):
+            self.path: Path | str = mask(target)
+            self._message_errors += message_errors()
+            self._conn = PgConnection(str(target))
+            self._open_postgres()
+            log.debug("store open url=%s", self.path)
+            return
+        self.path = sqlite_path(target)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         with self._lock:
             # Several workers opening a new file at once: the switch to WAL answers "locked" at once
@@ -528,6 +553,34 @@ class Store:
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         log.debug("store open path=%s", self.path)
 
+    def _open_postgres(self) -> None:
+        """Create or upgrade the schema: the same steps as for SQLite, in one transaction, one process at a time."""
+        # workers starting together: the first creates the tables, the others wait on the lock and find them
+        with self._transaction(" schema") as db:  # agent ids have no spaces: no agent shares this lock
+            db.executescript("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = int(row[0]) if row else 0
+            if version == SCHEMA_VERSION:
+                return
+            if not 0 <= version <= SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: store schema version {version}, expected {SCHEMA_VERSION}")
+            columns = {
+                str(r[0])
+                for r in db.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = current_schema() AND table_name = 'messages'"
+                )
+            }
+            if columns and "historical" not in columns:  # before schema 3
+                db.execute("ALTER TABLE messages ADD COLUMN historical BIGINT NOT NULL DEFAULT 0")
+            if columns and "verification" not in columns:  # before schema 4: every stored message was unsigned
+                db.execute("ALTER TABLE messages ADD COLUMN verification TEXT NOT NULL DEFAULT 'unsigned'")
+                db.execute('ALTER TABLE messages ADD COLUMN key_id TEXT COLLATE "C"')
+            # every other change so far only adds tables, which the idempotent script creates
+            db.executescript(pg_schema(_SCHEMA))
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+
     # -- writing -----------------------------------------------------------------------------
 
     def ingest(self, topic: str, payload: bytes, received_at: datetime | None = None) -> IngestResult:
@@ -548,7 +601,7 @@ class Store:
             return self._store_sequenced(message, topic, raw.decode("utf-8"), received)
         except Rejected as exc:
             return self._dead_letter(received, topic, agent_id, raw, str(exc))
-        except _MESSAGE_ERRORS as exc:
+        except self._message_errors as exc:
             # The database refused this message's data (or a bug met an odd input): file it, so that
             # one message cannot stop the ingest or come back forever as a redelivery.
             log.exception("message could not be stored topic=%s", topic)
@@ -593,10 +646,15 @@ class Store:
         return message
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
+    def _transaction(self, agent_id: str | None = None) -> Iterator[Connection]:
+        """One write transaction. SQLite: BEGIN IMMEDIATE, every writer in turn. PostgreSQL: writers of
+        one agent in turn (an advisory lock), so two racing on one (agent_id, seq) store it once, and
+        an enrollment sees every message verified before it or is seen by it."""
         with self._lock:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
+                if agent_id is not None and isinstance(self._conn, PgConnection):
+                    self._conn.lock(agent_id)
                 yield self._conn
             except BaseException:
                 self._conn.execute("ROLLBACK")
@@ -615,7 +673,7 @@ class Store:
 
     def _store_health(self, message: HealthMessage, received: str) -> None:
         """Only the latest reading per agent: health is live state, not evidence."""
-        with self._transaction() as db:
+        with self._transaction(message.agent_id) as db:
             db.execute(
                 "INSERT INTO health (agent_id, at, received_at, payload) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (agent_id) DO UPDATE SET at = excluded.at, received_at = excluded.received_at, "
@@ -624,7 +682,7 @@ class Store:
             )
 
     def _store_status(self, message: StatusMessage, received: str) -> None:
-        with self._transaction() as db:
+        with self._transaction(message.agent_id) as db:
             db.execute(
                 "INSERT INTO status (agent_id, online, boot_id, at, received_at) VALUES (?, ?, ?, ?, ?) "
                 "ON CONFLICT (agent_id) DO UPDATE SET online = excluded.online, boot_id = excluded.boot_id, "
@@ -639,7 +697,7 @@ class Store:
             )
         log.info("status agent=%s online=%s boot=%s", message.agent_id, message.online, message.boot_id)
 
-    def _verification(self, db: sqlite3.Connection, m: SequencedMessage) -> tuple[Verification, str | None]:
+    def _verification(self, db: Connection, m: SequencedMessage) -> tuple[Verification, str | None]:
         """The message's verification status and, unless verified or unsigned, why.
 
         Read inside the caller's write transaction, so an enrollment committed by another process
@@ -661,7 +719,7 @@ class Store:
         return _check(m, str(row[0]), row[1])
 
     def _store_sequenced(self, m: SequencedMessage, topic: str, text: str, received: str) -> IngestResult:
-        with self._transaction() as db:
+        with self._transaction(m.agent_id) as db:
             status, why = self._verification(db, m)
             if status in ("pending", "rejected"):
                 self._hold(db, m, topic, text, received, status, why or status, received)
@@ -697,7 +755,7 @@ class Store:
 
     def _admit(
         self,
-        db: sqlite3.Connection,
+        db: Connection,
         m: SequencedMessage,
         topic: str,
         text: str,
@@ -739,7 +797,7 @@ class Store:
 
     @staticmethod
     def _hold(
-        db: sqlite3.Connection,
+        db: Connection,
         m: SequencedMessage,
         topic: str,
         text: str,
@@ -772,7 +830,7 @@ class Store:
         )
 
     @staticmethod
-    def _delete_derived(db: sqlite3.Connection, agent_id: str, seq: int) -> None:
+    def _delete_derived(db: Connection, agent_id: str, seq: int) -> None:
         for table in ("kpi", "states", "site", "births", "evictions"):
             db.execute(f"DELETE FROM {table} WHERE agent_id = ? AND seq = ?", (agent_id, seq))
         db.execute("DELETE FROM evicted_ranges WHERE agent_id = ? AND declared_by = ?", (agent_id, seq))
@@ -791,7 +849,7 @@ class Store:
         kid, b64 = key_id(raw), public_key.strip()
         now = iso(at if at is not None else datetime.now(UTC))
         stored = rejected = duplicates = 0
-        with self._transaction() as db:
+        with self._transaction(agent_id) as db:
             row = db.execute(
                 "SELECT public_key, revoked_at, enrolled_at FROM agent_keys WHERE agent_id = ? AND key_id = ?",
                 (agent_id, kid),
@@ -848,7 +906,7 @@ class Store:
         it signed from then on were moved out as rejected. KeyError if the key is not enrolled."""
         when = iso(at)
         now = iso(datetime.now(UTC))
-        with self._transaction() as db:
+        with self._transaction(agent_id) as db:
             row = db.execute(
                 "SELECT revoked_at FROM agent_keys WHERE agent_id = ? AND key_id = ?", (agent_id, kid)
             ).fetchone()
@@ -872,7 +930,7 @@ class Store:
         return len(moved)
 
     @staticmethod
-    def _store_derived(db: sqlite3.Connection, m: SequencedMessage, received: str) -> None:
+    def _store_derived(db: Connection, m: SequencedMessage, received: str) -> None:
         if isinstance(m, MachineKpi):
             db.execute(
                 "INSERT INTO kpi (agent_id, seq, machine_id, bucket_start, bucket_end, elements, availability, "
@@ -1041,7 +1099,7 @@ class Store:
         """
         rows = self._query(
             "SELECT prev + 1, seq - 1 FROM (SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev "
-            "FROM messages WHERE agent_id = ?) WHERE seq - prev > 1 ORDER BY seq",
+            "FROM messages WHERE agent_id = ?) AS g WHERE seq - prev > 1 ORDER BY seq",
             (agent_id,),
         )
         return [(int(a), int(b)) for a, b in rows]
@@ -1091,7 +1149,8 @@ class Store:
                     "SELECT prev + 1, seq - 1, prev, prev_produced, prev_received, seq, produced_at, received_at "
                     "FROM (SELECT seq, produced_at, received_at, LAG(seq, 1, 0) OVER w AS prev, "
                     "LAG(produced_at) OVER w AS prev_produced, LAG(received_at) OVER w AS prev_received "
-                    "FROM messages WHERE agent_id = ? WINDOW w AS (ORDER BY seq)) WHERE seq - prev > 1 ORDER BY seq",
+                    "FROM messages WHERE agent_id = ? WINDOW w AS (ORDER BY seq)) AS g "
+                    "WHERE seq - prev > 1 ORDER BY seq",
                     (agent_id,),
                 ).fetchall()
                 declared = [

@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from edgeproof.contract import (
 from edgeproof.netutil import free_port
 from edgeproof.signing import sign
 from tests.netutil import Mosquitto
+from tests.test_ingest_consumer import wait_for
 from tests.test_report_evidence import AGENT, BASE, CST, POST, scenario
 
 pytestmark = pytest.mark.integration
@@ -134,15 +135,6 @@ def series(samples: dict, name: str, **labels: str) -> list[tuple[int, float]]:
     found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= ls]
     assert len(found) == 1, f"{name} {labels}: {len(found)} series"
     return found[0]
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"condition not met within {timeout}s")
 
 
 def ingest_all(store: Store, sink: InfluxSink, messages: list[tuple[str, bytes]]) -> list[str]:
@@ -300,7 +292,7 @@ def test_an_influxdb_outage_neither_blocks_nor_fails_ingestion_and_backfill_repa
         ).start()
         results = ingest_all(store, sink, messages)  # returns although no write can succeed
         assert results == ["stored"] * len(messages)  # SQLite has everything
-        wait_for(lambda: sink.stats().failed_writes >= 1)
+        wait_for(lambda: sink.stats().failed_writes >= 1, timeout=20)
         during = sink.stats()
         # bounded: at most 5 buffered and one held by the writer for its retry; the rest dropped, counted
         assert during.buffered <= 5 and during.written_points == 0
@@ -309,7 +301,7 @@ def test_an_influxdb_outage_neither_blocks_nor_fails_ingestion_and_backfill_repa
         # InfluxDB is back: the sink catches up by itself. dedup: the backfill then overwrites, as in InfluxDB
         server = VictoriaMetrics(tmp_path, port=port, dedup=True).start()
         try:
-            wait_for(lambda: sink.stats().buffered == 0 and sink.stats().written_points >= 5)
+            wait_for(lambda: sink.stats().buffered == 0 and sink.stats().written_points >= 5, timeout=20)
             stats = sink.close()
             assert stats.dropped_messages == during.dropped_messages
             assert stats.written_points == len(messages) - stats.dropped_messages  # one point per message
@@ -383,7 +375,7 @@ def test_through_the_ingest_service_with_a_real_broker(
         ]
         for name, payload in messages + extra:
             publisher.publish(name, payload, qos=1).wait_for_publish(5)
-        wait_for(lambda: sum(service.counts.values()) == len(messages) + len(extra))
+        wait_for(lambda: sum(service.counts.values()) == len(messages) + len(extra), timeout=20)
     finally:
         publisher.disconnect()
         publisher.loop_stop()

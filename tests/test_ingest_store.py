@@ -1,4 +1,8 @@
-"""The ingest store: validation, idempotency, gaps, eviction declarations and dead letters, on a real SQLite file."""
+"""The ingest store: validation, idempotency, gaps, eviction declarations and dead letters.
+
+Every test on the `store` fixture runs twice: on a real SQLite file and on a real PostgreSQL database
+(the `store_target` fixture, tests/conftest.py). The schema-migration test edits the SQLite file itself.
+"""
 
 from __future__ import annotations
 
@@ -108,8 +112,8 @@ def wire(message: Any) -> tuple[str, bytes]:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    s = Store(tmp_path / "ingest.sqlite")
+def store(store_target: str | Path) -> Iterator[Store]:
+    s = Store(store_target)
     yield s
     s.close()
 
@@ -136,7 +140,9 @@ def test_datetimes_are_stored_as_fixed_width_utc_text(store: Store) -> None:
     assert store._query("SELECT received_at FROM messages") == [("2024-03-01T12:00:00.000000Z",)]
 
 
-def test_a_redelivered_message_is_stored_once_and_counted_as_duplicate(store: Store, tmp_path: Path) -> None:
+def test_a_redelivered_message_is_stored_once_and_counted_as_duplicate(
+    store: Store, store_target: str | Path
+) -> None:
     t, payload = wire(kpi(1))
     assert store.ingest(t, payload, RECEIVED) == "stored"
     assert store.ingest(t, payload, RECEIVED + timedelta(seconds=3)) == "duplicate"
@@ -144,7 +150,7 @@ def test_a_redelivered_message_is_stored_once_and_counted_as_duplicate(store: St
     assert len(store.kpi_rows(AGENT, T0, T0 + timedelta(hours=1))) == 1
     assert store.duplicate_count == 1
     store.close()
-    with Store(tmp_path / "ingest.sqlite") as reopened:  # the count is evidence: it survives a restart
+    with Store(store_target) as reopened:  # the count is evidence: it survives a restart
         assert reopened.duplicate_count == 1
         assert reopened.duplicates_of(AGENT) == 1
 
@@ -305,8 +311,8 @@ def test_invalid_input_is_dead_lettered_with_its_reason_and_the_next_message_sto
     assert store.sequence_numbers(AGENT) == [2]
 
 
-def test_a_huge_payload_is_dead_lettered_with_only_its_head_kept(tmp_path: Path) -> None:
-    with Store(tmp_path / "s.sqlite", max_payload_bytes=100_000) as store:
+def test_a_huge_payload_is_dead_lettered_with_only_its_head_kept(store_target: str | Path) -> None:
+    with Store(store_target, max_payload_bytes=100_000) as store:
         huge = b'{"kind": "kpi", "pad": "' + b"x" * 200_000 + b'"}'
         assert store.ingest(KPI_TOPIC, huge, RECEIVED) == "dead_letter"
         [dead] = store.dead_letters(AGENT)

@@ -68,7 +68,7 @@ def stored_total(db: Path) -> int:
 class Worker(ChildProcess):
     """One `edgeproof ingest` worker of the share group, on its own stable client id and the common store."""
 
-    def __init__(self, work: Path, db: Path, port: int, number: int) -> None:
+    def __init__(self, work: Path, db: Path | str, port: int, number: int) -> None:
         self.client_id = f"{DEFAULT_CLIENT_ID}-{number}"
         super().__init__(work, self.client_id)
         self.args = ["-m", "edgeproof.cli", "ingest", "--db", str(db), "--mqtt-host", "127.0.0.1"]
@@ -140,7 +140,7 @@ def publisher(broker: Mosquitto) -> Iterator[Publisher]:
     p.close()
 
 
-def assert_each_message_stored_once(db: Path) -> None:
+def assert_each_message_stored_once(db: Path | str) -> None:
     with Store(db) as store:
         for agent in AGENTS:
             assert store.sequence_numbers(agent) == list(range(1, PER_AGENT + 1)), agent

@@ -97,7 +97,9 @@ def test_signing_bytes_are_canonical_and_leave_out_sig_and_historical() -> None:
     assert verify(key.raw, m) and not verify(Key().raw, m)
 
 
-def test_the_outbox_signs_its_eviction_declarations_with_the_agent_key(tmp_path: Path) -> None:
+def test_the_outbox_signs_its_eviction_declarations_with_the_agent_key(
+    tmp_path: Path, store_target: str | Path
+) -> None:
     key = load_or_create(tmp_path / "agent")
     box = Outbox(tmp_path / "outbox.sqlite", OutboxSettings(max_bytes=10_000, low_water=0.5), signer=key.sign)
     assert put(box, sized("birth"), "birth") == 1
@@ -108,7 +110,7 @@ def test_the_outbox_signs_its_eviction_declarations_with_the_agent_key(tmp_path:
     assert verify(key.raw_public, d)
     [payload] = [p for s, _, p in box.pending(100) if s == 12]
     box.close()
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         store.enroll_key(OUTBOX_AGENT, key.public_key)
         assert store.ingest(topic(OUTBOX_AGENT, "evicted"), payload, RECEIVED) == "stored"
         assert store.verification(OUTBOX_AGENT, 12) == "verified"
@@ -118,9 +120,9 @@ def test_the_outbox_signs_its_eviction_declarations_with_the_agent_key(tmp_path:
 # --- the ingest's verification --------------------------------------------------------------
 
 
-def test_signed_by_an_enrolled_key_is_verified_and_unsigned_is_stored_but_marked(tmp_path: Path) -> None:
+def test_signed_by_an_enrolled_key_is_verified_and_unsigned_is_stored_but_marked(store_target: str | Path) -> None:
     key = Key()
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         assert store.ingest(topic(AGENT, "state"), encode(state(3)), RECEIVED) == "stored"  # an older agent
         result = store.enroll_key(AGENT, key.public)
         assert (result.key_id, result.fingerprint) == (fingerprint(key.raw).replace(" ", "")[:16], fingerprint(key.raw))
@@ -132,11 +134,11 @@ def test_signed_by_an_enrolled_key_is_verified_and_unsigned_is_stored_but_marked
         assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "duplicate"  # Ed25519 is deterministic
 
 
-def test_an_unsigned_message_from_an_agent_with_an_enrolled_key_is_rejected(tmp_path: Path) -> None:
+def test_an_unsigned_message_from_an_agent_with_an_enrolled_key_is_rejected(store_target: str | Path) -> None:
     """Once its key is enrolled, the agent signs everything: an unsigned message claiming to be from it
     (a forgery, or a signature stripped on the way) is held apart as rejected, never used."""
     key = Key()
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         store.enroll_key(AGENT, key.public)
         assert store.ingest(topic(AGENT, "kpi"), encode(kpi(2)), RECEIVED) == "rejected"
         assert store.kpi_rows(AGENT, T0, T0 + timedelta(hours=1)) == []
@@ -147,13 +149,13 @@ def test_an_unsigned_message_from_an_agent_with_an_enrolled_key_is_rejected(tmp_
         assert store.verification(AGENT, 2) == "verified"
 
 
-def test_the_historical_flip_does_not_break_a_signature(tmp_path: Path) -> None:
+def test_the_historical_flip_does_not_break_a_signature(store_target: str | Path) -> None:
     key = Key()
     name, payload = signed_wire(key, kpi(1))
     flipped = mark_historical(payload)
     assert flipped != payload and b'"historical":true' in flipped
     assert verify(key.raw, parse_sequenced(flipped))
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         store.enroll_key(AGENT, key.public)
         assert store.ingest(name, flipped, RECEIVED) == "stored"
         assert store.ingest(name, payload, RECEIVED) == "duplicate"  # the live copy of the same message
@@ -161,12 +163,12 @@ def test_the_historical_flip_does_not_break_a_signature(tmp_path: Path) -> None:
         assert store._query("SELECT historical FROM messages") == [(1,)]
 
 
-def test_a_tampered_kpi_is_rejected_kept_apart_and_never_used(tmp_path: Path) -> None:
+def test_a_tampered_kpi_is_rejected_kept_apart_and_never_used(store_target: str | Path) -> None:
     key = Key()
     name, payload = signed_wire(key, kpi(2))
     assert b'"apt_s":3000.0' in payload
     tampered = payload.replace(b'"apt_s":3000.0', b'"apt_s":3001.0')  # one number in the signed payload
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         store.enroll_key(AGENT, key.public)
         assert store.ingest(*signed_wire(key, birth(1)), RECEIVED) == "stored"
         assert store.ingest(name, tampered, RECEIVED) == "rejected"
@@ -191,9 +193,9 @@ def test_a_tampered_kpi_is_rejected_kept_apart_and_never_used(tmp_path: Path) ->
     assert (report.missing, report.rejected, report.pending) == (0, 1, 0)
 
 
-def test_unenrolled_key_is_pending_then_verified_and_moved_in_at_enrollment(tmp_path: Path) -> None:
+def test_unenrolled_key_is_pending_then_verified_and_moved_in_at_enrollment(store_target: str | Path) -> None:
     key, stranger = Key(), Key()
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         assert store.ingest(*signed_wire(key, birth(1)), RECEIVED) == "pending"
         assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "pending"
         assert store.ingest(*signed_wire(key, kpi(2)), RECEIVED) == "pending"  # redelivered: kept once
@@ -223,10 +225,10 @@ def test_unenrolled_key_is_pending_then_verified_and_moved_in_at_enrollment(tmp_
         assert store._query("SELECT received_at FROM messages WHERE seq = 2") == [("2024-03-01T12:00:00.000000Z",)]
 
 
-def test_a_revoked_key_rejects_later_messages_and_moves_stored_ones_out(tmp_path: Path) -> None:
+def test_a_revoked_key_rejects_later_messages_and_moves_stored_ones_out(store_target: str | Path) -> None:
     old, new = Key(), Key()  # the industrial PC was replaced; several keys per agent
     revoked_from = T0 + timedelta(hours=3)
-    with Store(tmp_path / "ingest.sqlite") as store:
+    with Store(store_target) as store:
         store.enroll_key(AGENT, old.public)
         store.enroll_key(AGENT, new.public)
         assert store.ingest(*signed_wire(old, kpi(1, start=T0)), RECEIVED) == "stored"  # produced 01:00
