@@ -306,14 +306,14 @@ def print_table(report: EvidenceReport, results: list[PlantRun], say: Any) -> No
     }
     truths = {r.phase: truth_summary(r.truth, measured[r.phase]) for r in results}
     say("")
-    say("  " + _cell("indicator 指标", 40) + _cell("source 来源", 12) + _cell("baseline 改造前", 22) + "post 改造后")
-    say("  " + " " * 52 + "measured    truth     measured    truth")
+    say("  " + _cell("indicator 指标", 40) + _cell("source 来源", 19) + _cell("baseline 改造前", 22) + "post 改造后")
+    say("  " + " " * 59 + "measured    truth     measured    truth")
     for ind in report.indicators:
         key = "quality" if ind.key == "pass_rate" else ind.key
         tb, tp = truths["baseline"].get(key), truths["post"].get(key)
         row = (
             _cell(ind.label.zh, 40)
-            + _cell(ind.post.provenance, 12)
+            + _cell(ind.post.provenance, 19)
             + _cell(_pct(ind.baseline.value, ind.unit), 8, True)
             + _cell(_pct(tb, ind.unit), 9, True)
             + "  "
