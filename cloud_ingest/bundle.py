@@ -16,7 +16,9 @@ without the ingest's database (docs/verification.md):
 
 Every stored message of the agent is exported, not only those about the windows: the record's data
 quality block (sequence gaps, highest seq) is about all of them. The export reads a consistent copy of
-the store (SQLite online backup), so the ingest may keep running meanwhile.
+the store, so the ingest may keep running meanwhile: SQLite's online backup, or from PostgreSQL the
+project's rows read in one REPEATABLE READ transaction into a SQLite file of the same schema; the
+bundle is then built from that copy the same way for both back-ends.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 from pydantic import AwareDatetime, BaseModel, Field, TypeAdapter
 
 from cloud_ingest.declared import DeclaredImport, DeclaredStore
+from cloud_ingest.dialect import StoreTarget, has_table, is_postgres
 from cloud_ingest.projects import Project, ProjectStore
 from cloud_ingest.record import build_project_reports
 from cloud_ingest.store import EnrolledKey, Store
@@ -151,9 +154,18 @@ def _keys(keys: list[EnrolledKey]) -> bytes:
     return (json.dumps([k.model_dump(mode="json") for k in keys], ensure_ascii=False, indent=2) + "\n").encode()
 
 
-def _snapshot(store_path: str | Path, into: Path) -> Path:
-    """A consistent copy of the store (SQLite online backup): the ingest may keep writing meanwhile,
-    and the record and the messages must come from the same moment."""
+# the ingest's tables with rows of an agent: all a record and the bundle of the agent read
+_AGENT_TABLES = (
+    "messages", "duplicates", "kpi", "states", "site", "births", "health", "status",
+    "evictions", "evicted_ranges", "agent_keys", "held", "dead_letters",
+)  # fmt: skip
+
+
+def _snapshot(store_path: StoreTarget, project: Project, into: Path) -> Path:
+    """A consistent copy of the store as a SQLite file: the ingest may keep writing meanwhile, and the
+    record and the messages must come from the same moment."""
+    if is_postgres(store_path):
+        return _copy_postgres(str(store_path), project, into)
     src = sqlite3.connect(f"file:{Path(store_path).resolve()}?mode=ro", uri=True)
     dst = sqlite3.connect(into)
     try:
@@ -164,13 +176,47 @@ def _snapshot(store_path: str | Path, into: Path) -> Path:
     return into
 
 
-def bundle_files(store_path: str | Path, project: Project, produced_at: datetime | None = None) -> dict[str, bytes]:
+def _copy_postgres(url: str, project: Project, into: Path) -> Path:
+    """The project's rows of a PostgreSQL store (its agents', its declared figures), read in one
+    REPEATABLE READ transaction, written into a new SQLite file with the same schema."""
+    Store(into).close()  # the ingest's tables, then the declared figures'
+    DeclaredStore(into).close()
+    agents = list(project.agents)
+    reads: list[tuple[str, str, tuple[object, ...]]] = [(t, "agent_id = ANY(?)", (agents,)) for t in _AGENT_TABLES]
+    dst = sqlite3.connect(into)
+    try:
+        with Store.open_readonly(url) as store:
+            src = store.connection
+            src.execute("BEGIN")  # one snapshot for every table
+            try:
+                if has_table(src, "declared_imports"):
+                    reads.append(("declared_imports", "project_id = ?", (project.id,)))
+                    reads.append((
+                        "declared_figures",
+                        "import_id IN (SELECT import_id FROM declared_imports WHERE project_id = ?)",
+                        (project.id,),
+                    ))
+                for table, where, params in reads:
+                    columns = ", ".join(f'"{r[1]}"' for r in dst.execute(f"PRAGMA table_info({table})"))
+                    rows = src.execute(f"SELECT {columns} FROM {table} WHERE {where}", params).fetchall()
+                    if rows:
+                        marks = ", ".join("?" * len(rows[0]))
+                        dst.executemany(f"INSERT INTO {table} ({columns}) VALUES ({marks})", rows)
+            finally:
+                src.execute("COMMIT")
+        dst.commit()
+    finally:
+        dst.close()
+    return into
+
+
+def bundle_files(store_path: StoreTarget, project: Project, produced_at: datetime | None = None) -> dict[str, bytes]:
     """Every file of the bundle by path, manifest included. Raises ReportError / UnknownAgent like the report."""
     at = produced_at or datetime.now(UTC)
     files: dict[str, bytes] = {}
     counts: dict[str, AgentCounts] = {}
     with tempfile.TemporaryDirectory(prefix="edgeproof-export-") as tmp:
-        snapshot = _snapshot(store_path, Path(tmp) / "snapshot.sqlite")
+        snapshot = _snapshot(store_path, project, Path(tmp) / "snapshot.sqlite")
         with DeclaredStore(snapshot) as declared:
             imported = declared.imports(project.id)
         files[DECLARED] = declared_bytes(imported)
@@ -216,7 +262,7 @@ def write_zip(files: dict[str, bytes], out_path: str | Path) -> Path:
 
 
 def export_bundle(
-    store_path: str | Path, project_id: str, out_path: str | Path, produced_at: datetime | None = None
+    store_path: StoreTarget, project_id: str, out_path: str | Path, produced_at: datetime | None = None
 ) -> Manifest:
     """Write the evidence bundle of `project_id` to `out_path` (a zip); returns its manifest.
 

@@ -10,11 +10,18 @@ import argparse
 import sys
 from pathlib import Path
 
+from cloud_ingest.dialect import is_postgres, store_target
+
 DEFAULT_DB = Path("var/ingest.sqlite")
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        type=store_target,
+        default=DEFAULT_DB,
+        help=f"the ingest's store: SQLite file or postgresql:// URL (default: ./{DEFAULT_DB})",
+    )
     parser.add_argument("--project", required=True, help="retrofit project id (`edgeproof project`)")
     parser.add_argument(
         "--out", type=Path, default=None, help="bundle file to write (default: ./var/bundles/PROJECT.zip)"
@@ -25,8 +32,9 @@ def run_export(args: argparse.Namespace) -> int:
     from cloud_ingest.bundle import export_bundle
     from cloud_ingest.projects import UnknownProject
     from cloud_ingest.report import ReportError, UnknownAgent
+    from cloud_ingest.store import StoreUnavailable
 
-    if not Path(args.db).is_file():
+    if not is_postgres(args.db) and not Path(args.db).is_file():
         print(f"export: error: no store at {args.db}", file=sys.stderr)
         return 2
     out = args.out if args.out is not None else Path("var/bundles") / f"{args.project}.zip"
@@ -35,6 +43,9 @@ def run_export(args: argparse.Namespace) -> int:
     except (UnknownProject, ReportError, UnknownAgent) as exc:
         print(f"export: error: {exc}", file=sys.stderr)
         return 2
+    except (ConnectionError, StoreUnavailable) as exc:  # PostgreSQL: unreachable, or not an ingest store yet
+        print(f"export: error: {exc}", file=sys.stderr)
+        return 1
     print(f"证据包 Evidence bundle: {out}")
     print(f"项目 Project: {manifest.project.id}")
     for agent, c in manifest.counts.items():

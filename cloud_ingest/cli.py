@@ -84,9 +84,6 @@ def run_ingest(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
-    if is_postgres(args.db) and args.http_port is not None:
-        print(f"ingest: error: the web app (--http-port) reads SQLite only, not {mask(args.db)}", file=sys.stderr)
-        return 2
     from cloud_ingest.web.server import WebConfigError, start_web
 
     try:
@@ -255,13 +252,15 @@ def _report_project(args: argparse.Namespace) -> int:
     from cloud_ingest.record import build_project_reports
 
     prog = "report"
-    if is_postgres(args.db):
-        print(f"{prog}: error: --project reads a SQLite store only, not {mask(args.db)}", file=sys.stderr)
-        return 2
-    if not Path(args.db).is_file():
+    if not _store_exists(args.db):
         print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
         return 2
-    with ProjectStore(args.db) as projects:
+    try:
+        projects = ProjectStore(args.db)
+    except ConnectionError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    with projects:
         try:
             project = projects.get(args.project)
         except UnknownProject as exc:
@@ -269,7 +268,7 @@ def _report_project(args: argparse.Namespace) -> int:
             return 2
     with Store(args.db) as store:
         try:
-            reports = build_project_reports(store, project)
+            reports = build_project_reports(store, project)  # with the project's declared figures
         except (ReportError, UnknownAgent) as exc:
             print(f"{prog}: error: project {project.id}: {exc}", file=sys.stderr)
             return 2

@@ -4,7 +4,7 @@ A firm with no connectivity before the retrofit has no measured baseline. It fil
 (CSV or Excel, `write_template`) with the figures from its own records — production reports,
 asset register — and `edgeproof baseline import` loads the file (`load_declared_file`: every bad
 cell is reported with file, row and column; a file with any error is not stored at all) into
-tables of their own in the ingest's SQLite file (`DeclaredStore`). Each import keeps who declared
+tables of their own in the ingest's store, SQLite or PostgreSQL (`DeclaredStore`). Each import keeps who declared
 the figures and when, who imported them, the file's name and SHA-256. Imports are append-only:
 `withdraw` marks one as withdrawn and keeps it. These figures are labelled declared (申报/导入)
 wherever they are shown, never mixed with measured ones (docs/projects.md).
@@ -16,7 +16,6 @@ import csv
 import io
 import math
 import re
-import sqlite3
 import unicodedata
 import zipfile
 from collections.abc import Callable, Iterable, Mapping
@@ -28,7 +27,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from cloud_ingest.bilingual import header
-from cloud_ingest.dialect import not_on_postgres
+from cloud_ingest.dialect import Connection, StoreTarget, connect, create_tables, has_table, mask
 from edgeproof.configfile import located_error
 
 IndicatorKey = Literal[
@@ -645,7 +644,7 @@ def write_template(path: str | Path) -> Path:
     return path
 
 
-# -- storage: tables of their own in the ingest's SQLite file -----------------------------------
+# -- storage: tables of their own in the ingest's store -----------------------------------
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS declared_imports (
@@ -677,7 +676,9 @@ CREATE TABLE IF NOT EXISTS declared_figures (
     "row"           INTEGER NOT NULL,
     PRIMARY KEY (import_id, position)
 );
--- append-only, against slips rather than intent: figures never change, an import is only ever withdrawn once
+"""
+# append-only, against slips rather than intent: figures never change, an import is only ever withdrawn once
+_SQLITE_TRIGGERS = """
 CREATE TRIGGER IF NOT EXISTS declared_figures_no_update BEFORE UPDATE ON declared_figures
 BEGIN SELECT RAISE(ABORT, 'declared figures are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS declared_figures_no_delete BEFORE DELETE ON declared_figures
@@ -691,6 +692,31 @@ BEGIN SELECT RAISE(ABORT, 'declared imports are append-only: withdraw instead');
 CREATE TRIGGER IF NOT EXISTS declared_imports_withdraw_once BEFORE UPDATE OF withdrawn_at, withdrawn_reason
 ON declared_imports WHEN OLD.withdrawn_at IS NOT NULL
 BEGIN SELECT RAISE(ABORT, 'a withdrawn import stays withdrawn'); END;
+"""
+# the same refusals on PostgreSQL (plus TRUNCATE, which skips row triggers); the message is the trigger's argument
+_PG_TRIGGERS = """
+CREATE OR REPLACE FUNCTION declared_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '%', TG_ARGV[0] USING ERRCODE = 'restrict_violation';
+END
+$$;
+CREATE OR REPLACE TRIGGER declared_figures_no_update BEFORE UPDATE ON declared_figures
+FOR EACH ROW EXECUTE FUNCTION declared_refuse('declared figures are append-only');
+CREATE OR REPLACE TRIGGER declared_figures_no_delete BEFORE DELETE ON declared_figures
+FOR EACH ROW EXECUTE FUNCTION declared_refuse('declared figures are append-only');
+CREATE OR REPLACE TRIGGER declared_figures_no_truncate BEFORE TRUNCATE ON declared_figures
+FOR EACH STATEMENT EXECUTE FUNCTION declared_refuse('declared figures are append-only');
+CREATE OR REPLACE TRIGGER declared_imports_no_delete BEFORE DELETE ON declared_imports
+FOR EACH ROW EXECUTE FUNCTION declared_refuse('declared imports are append-only: withdraw instead');
+CREATE OR REPLACE TRIGGER declared_imports_no_truncate BEFORE TRUNCATE ON declared_imports
+FOR EACH STATEMENT EXECUTE FUNCTION declared_refuse('declared imports are append-only: withdraw instead');
+CREATE OR REPLACE TRIGGER declared_imports_fixed BEFORE UPDATE OF
+    import_id, project_id, declared_by, declared_at, imported_at, imported_by, file_name, file_sha256
+ON declared_imports
+FOR EACH ROW EXECUTE FUNCTION declared_refuse('declared imports are append-only: withdraw instead');
+CREATE OR REPLACE TRIGGER declared_imports_withdraw_once BEFORE UPDATE OF withdrawn_at, withdrawn_reason
+ON declared_imports FOR EACH ROW WHEN (OLD.withdrawn_at IS NOT NULL)
+EXECUTE FUNCTION declared_refuse('a withdrawn import stays withdrawn');
 """
 
 _FIGURE_COLUMNS = (
@@ -724,14 +750,29 @@ def _sql_columns(columns: Iterable[str]) -> str:
     return ", ".join(f'"{c}"' for c in columns)
 
 
+def store_imports(conn: Connection, name: str, project_id: str) -> list[DeclaredImport]:
+    """The project's active imports read over an open store connection (no DDL, so a read-only one
+    will do); none when nothing was ever declared in that store."""
+    if not has_table(conn, "declared_imports"):
+        return []
+    return DeclaredStore.reader(conn, name).imports(project_id)
+
+
 class DeclaredStore:
     """The declared-figures tables of an ingest store. Opens its own connection; the ingest may run meanwhile."""
 
-    def __init__(self, path: str | Path) -> None:
-        not_on_postgres(path, "declared baseline figures (edgeproof baseline)")
-        self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: StoreTarget) -> None:
+        self.path = mask(target)
+        self._conn: Connection = connect(target)
+        self._owned = True
+        create_tables(self._conn, _SCHEMA, sqlite_extra=_SQLITE_TRIGGERS, pg_extra=_PG_TRIGGERS)
+
+    @classmethod
+    def reader(cls, conn: Connection, name: str) -> DeclaredStore:
+        """The reading methods over another's connection (a read-only one, say): no DDL, not closed here."""
+        store = cls.__new__(cls)
+        store.path, store._conn, store._owned = name, conn, False
+        return store
 
     def __enter__(self) -> DeclaredStore:
         return self
@@ -740,7 +781,8 @@ class DeclaredStore:
         self.close()
 
     def close(self) -> None:
-        self._conn.close()
+        if self._owned:
+            self._conn.close()
 
     def add(
         self,
@@ -790,12 +832,12 @@ class DeclaredStore:
             ]
             if clashes:
                 raise DeclaredStoreError("\n".join(clashes))
-            cursor = self._conn.execute(
-                f"INSERT INTO declared_imports ({_sql_columns(_IMPORT_COLUMNS[1:8])}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (import_id,) = self._conn.execute(
+                f"INSERT INTO declared_imports ({_sql_columns(_IMPORT_COLUMNS[1:8])}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "RETURNING import_id",  # psycopg has no lastrowid
                 tuple(_sql_value(getattr(record, c)) for c in _IMPORT_COLUMNS[1:8]),
-            )
-            assert cursor.lastrowid is not None
-            record = record.model_copy(update={"import_id": cursor.lastrowid})
+            ).fetchone()
+            record = record.model_copy(update={"import_id": int(import_id)})
             self._conn.executemany(
                 f"INSERT INTO declared_figures (import_id, position, {_sql_columns(_FIGURE_COLUMNS)}) "
                 f"VALUES (?, ?, {', '.join('?' for _ in _FIGURE_COLUMNS)})",

@@ -29,6 +29,7 @@ from cloud_ingest.declared import (
     load_declared_file,
     write_template,
 )
+from cloud_ingest.dialect import StoreTarget, is_postgres, store_target
 from cloud_ingest.project_cli import _pad, _width
 from cloud_ingest.projects import ProjectStore, UnknownProject
 
@@ -45,7 +46,12 @@ class _Usage(Exception):
 def _add_common(parser: argparse.ArgumentParser, store: bool = True) -> None:
     if store:  # --db as in every other command; --store as another name for it
         parser.add_argument(
-            "--db", "--store", dest="db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})"
+            "--db",
+            "--store",
+            dest="db",
+            type=store_target,
+            default=DEFAULT_DB,
+            help=f"the ingest's store: SQLite file or postgresql:// URL (default: ./{DEFAULT_DB})",
         )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -75,9 +81,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _project_must_exist(db: Path, project_id: str) -> None:
-    if not db.is_file():
+def _store_must_exist(db: StoreTarget) -> None:
+    if not is_postgres(db) and not Path(db).is_file():
         raise _Usage(f"no store at {db}")
+
+
+def _project_must_exist(db: StoreTarget, project_id: str) -> None:
+    _store_must_exist(db)
     with ProjectStore(db) as projects:
         projects.get(project_id)  # UnknownProject names the known ones
 
@@ -207,8 +217,7 @@ def _template(args: argparse.Namespace) -> int:
 
 
 def _withdraw(args: argparse.Namespace) -> int:
-    if not args.db.is_file():
-        raise _Usage(f"no store at {args.db}")
+    _store_must_exist(args.db)
     with DeclaredStore(args.db) as store:
         imp = store.withdraw(args.import_id, args.reason)
     log.info("declared import withdrawn", extra={"project": imp.project_id, "import_id": imp.import_id})
@@ -228,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
         for p in exc.problems:
             print(f"{PROG}: error: {p}", file=sys.stderr)
         return 2
-    except (_Usage, DeclaredStoreError, UnknownImport, UnknownProject) as exc:
+    except (_Usage, DeclaredStoreError, UnknownImport, UnknownProject, ConnectionError) as exc:
         for line in str(exc).splitlines():  # a store refusal may name several rows
             print(f"{PROG}: error: {line}", file=sys.stderr)
         return 2

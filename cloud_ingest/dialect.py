@@ -7,12 +7,17 @@ SQLite's deferred BEGIN gives a reader). `pg_schema` derives the PostgreSQL DDL 
 script, so both back-ends have one schema: 64-bit integers, doubles, bytea, and text compared
 bytewise (`COLLATE "C"`), so that the fixed-width timestamps and ids order as they do in SQLite
 whatever the database's locale.
+
+The parts with tables of their own (projects, declared figures, web accounts) open their connection
+with `connect` (also read-only) and create their tables with `create_tables`; they run the same
+SQLite-dialect statements through `PgConnection` too.
 """
 
 from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,16 +61,6 @@ def mask(target: StoreTarget) -> str:
         return text
     host = parts.netloc.rsplit("@", 1)[1]
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def not_on_postgres(target: StoreTarget, what: str) -> None:
-    """Refuse a PostgreSQL URL for a part that reads or writes the SQLite file itself (also a URL that
-    a `--db` of type Path folded to `postgresql:/…`)."""
-    if is_postgres(target) or str(target).startswith(("postgresql:/", "postgres:/")):
-        raise NotImplementedError(
-            f"{what} works on a SQLite store only; PostgreSQL ({mask(target)}) is supported by the ingest, "
-            "`report --agent` and `gaps` (docs/architecture.md, storage back-ends)"
-        )
 
 
 # -- SQL rewriting ---------------------------------------------------------------------------------
@@ -135,7 +130,7 @@ class PgConnection:
     store's explicit BEGIN / COMMIT / ROLLBACK.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, readonly: bool = False) -> None:
         import psycopg  # only a PostgreSQL store needs it loaded
 
         try:
@@ -146,6 +141,8 @@ class PgConnection:
             raise ConnectionError(
                 f"cannot connect to PostgreSQL store {mask(url)}: {detail[0] if detail else 'error'}"
             ) from None
+        if readonly:  # every transaction of the session, implicit or BEGIN, refuses writes (DDL included)
+            self._conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
 
     def execute(self, sql: str, params: Sequence[object] = ()) -> psycopg.Cursor[Any]:
         text, order = translate(sql)
@@ -165,6 +162,48 @@ class PgConnection:
 
     def close(self) -> None:
         self._conn.close()
+
+
+Connection = sqlite3.Connection | PgConnection
+
+
+def connect(target: StoreTarget, readonly: bool = False) -> Connection:
+    """A connection to the store for the parts with tables of their own (projects, declared figures,
+    accounts): autocommit, transactions by explicit BEGIN. Read-only: SQLite's `mode=ro` (the file
+    must exist) or a PostgreSQL session whose transactions are all READ ONLY."""
+    if is_postgres(target):
+        return PgConnection(str(target), readonly=readonly)
+    path = sqlite_path(target)
+    if readonly:
+        return sqlite3.connect(
+            f"file:{path.resolve()}?mode=ro", uri=True, isolation_level=None, timeout=10.0, check_same_thread=False
+        )
+    return sqlite3.connect(path, isolation_level=None, timeout=10.0)
+
+
+def has_table(conn: Connection, name: str) -> bool:
+    if isinstance(conn, PgConnection):
+        sql = "SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?"
+    else:
+        sql = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return conn.execute(sql, (name,)).fetchone() is not None
+
+
+def create_tables(conn: Connection, sqlite_ddl: str, sqlite_extra: str = "", pg_extra: str = "") -> None:
+    """Create a part's tables (idempotent DDL in SQLite's dialect) plus its back-end-only DDL (triggers).
+    On PostgreSQL the tables are translated by `pg_schema`, all in one transaction under an advisory
+    lock, so that processes opening the store together do not race on the catalogue."""
+    if not isinstance(conn, PgConnection):
+        conn.executescript(sqlite_ddl + sqlite_extra)
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.lock(" schema")  # the lock Store takes for its own schema
+        conn.executescript(pg_schema(sqlite_ddl) + pg_extra)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 def message_errors() -> tuple[type[Exception], ...]:

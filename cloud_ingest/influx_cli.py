@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sqlite3
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ from pathlib import Path
 
 from influxdb_client import Point
 
+from cloud_ingest.dialect import is_postgres, store_target
 from cloud_ingest.influx import (
     TOKEN_ENV,
     InfluxSettings,
@@ -85,12 +85,12 @@ def sink_from_args(args: argparse.Namespace) -> InfluxSink | None:
 
 
 def stored_points(
-    db: Path, since: datetime | None = None, agent_id: str | None = None, kinds: Counter[str] | None = None
+    store: Store, since: datetime | None = None, agent_id: str | None = None, kinds: Counter[str] | None = None
 ) -> Iterator[Point]:
     """The points of every stored message received at or after `since`, by agent and seq (`kinds` counts them).
 
-    Reads the store's `messages` table directly (read-only), as the evidence bundle does: only
-    stored (verified or unsigned) messages are there, never held, duplicate or dead-lettered ones.
+    Reads the store's `messages` table directly (SQLite or PostgreSQL), as the evidence bundle does:
+    only stored (verified or unsigned) messages are there, never held, duplicate or dead-lettered ones.
     """
     sql = f"SELECT topic, payload FROM messages WHERE kind IN ({', '.join('?' * len(BACKFILL_KINDS))})"
     params: list[str] = list(BACKFILL_KINDS)
@@ -101,24 +101,24 @@ def stored_points(
         sql += " AND agent_id = ?"
         params.append(agent_id)
     sql += " ORDER BY agent_id, seq"
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        with Store(db) as store:
-            lookup = RegisterLookup(store)
-            for topic, payload in conn.execute(sql, params):
-                message = parse(str(topic), str(payload))
-                if message is not None:
-                    if kinds is not None:
-                        kinds[message.kind] += 1
-                    yield from to_points(message, lookup(message))
-    finally:
-        conn.close()
+    lookup = RegisterLookup(store)
+    for topic, payload in store.connection.execute(sql, params):
+        message = parse(str(topic), str(payload))
+        if message is not None:
+            if kinds is not None:
+                kinds[message.kind] += 1
+            yield from to_points(message, lookup(message))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="influx_command", required=True, metavar="ACTION")
     backfill = sub.add_parser("backfill", help="write the stored KPI, site and state messages to InfluxDB again")
-    backfill.add_argument("--db", type=Path, default=Path("var/ingest.sqlite"), help="the ingest's SQLite store")
+    backfill.add_argument(
+        "--db",
+        type=store_target,
+        default=Path("var/ingest.sqlite"),
+        help="the ingest's store: SQLite file or postgresql:// URL",
+    )
     backfill.add_argument(
         "--since", default=None, metavar="ISO", help="only messages the ingest received from then on (default: all)"
     )
@@ -140,18 +140,24 @@ def run(args: argparse.Namespace) -> int:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     assert settings is not None  # --influx-url is required here
-    if not Path(args.db).is_file():
+    if not is_postgres(args.db) and not Path(args.db).is_file():
         print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
         return 2
+    try:
+        store = Store(args.db)
+    except ConnectionError as exc:  # a PostgreSQL store that cannot be reached (the URL masked)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
     kinds: Counter[str] = Counter()
     client = open_client(settings)
     try:
-        written = write_points(client, settings, stored_points(args.db, since, args.agent, kinds))
+        written = write_points(client, settings, stored_points(store, since, args.agent, kinds))
     except Exception as exc:  # urllib3 / HTTP errors of every kind
         print(f"{prog}: error: writing to {settings.url} failed: {describe_error(exc)}", file=sys.stderr)
         return 1
     finally:
         client.close()
+        store.close()
     detail = ", ".join(f"{kind} {n}" for kind, n in sorted(kinds.items())) or "nothing stored in that range"
     print(f"wrote {written} point(s) to {settings.url} bucket {settings.bucket} from {sum(kinds.values())} "
           f"message(s): {detail}")

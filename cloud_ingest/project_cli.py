@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloud_ingest.cli import _add_common, _setup_logging, parse_window
-from cloud_ingest.dialect import StoreTarget, not_on_postgres
+from cloud_ingest.dialect import StoreTarget, is_postgres
 from cloud_ingest.projects import (
     ConfigError,
     Project,
@@ -185,16 +185,15 @@ def format_projects(projects: list[Project]) -> str:
 
 
 def _open(db: StoreTarget, create: bool) -> ProjectStore:
+    missing = not is_postgres(db) and not Path(db).is_file()
+    if missing and not create:
+        raise _Usage(f"no store at {db}")
     try:
-        not_on_postgres(db, "projects (edgeproof project)")
-    except NotImplementedError as exc:
+        if missing or (create and is_postgres(db)):  # a proper ingest store, so that the ingest can use it as it is
+            Store(db).close()
+        return ProjectStore(db)
+    except ConnectionError as exc:  # the message is masked
         raise _Usage(str(exc)) from None
-    db = Path(db)
-    if not db.is_file():
-        if not create:
-            raise _Usage(f"no store at {db}")
-        Store(db).close()  # a proper ingest store, so that the ingest can use the file as it is
-    return ProjectStore(db)
 
 
 # -- actions ------------------------------------------------------------------------------------

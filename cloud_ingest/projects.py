@@ -3,8 +3,8 @@
 A project names the firm (with its unified social credit code, GB 32100-2015), the site, the
 digital-transformation service provider (服务商), the contract or project number, the baseline
 and post windows and the edge agents whose data belongs to it. Projects are kept in the ingest's
-SQLite file, in a table of their own (`projects`, created here), and come from a YAML file
-(`edgeproof project import`, errors with file, line and field) or from commands
+store (SQLite file or PostgreSQL database), in a table of their own (`projects`, created here), and
+come from a YAML file (`edgeproof project import`, errors with file, line and field) or from commands
 (`edgeproof project create|set|show|list`). `edgeproof report --project ID` builds the evidence of
 each of the project's agents over the project's windows (docs/projects.md).
 """
@@ -12,14 +12,13 @@ each of the project's agents over the project's windows (docs/projects.md).
 from __future__ import annotations
 
 import re
-import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
-from cloud_ingest.dialect import not_on_postgres
+from cloud_ingest.dialect import StoreTarget, connect, create_tables, mask
 from edgeproof.configfile import ConfigError, load_yaml_model, located_error
 
 # -- unified social credit code (统一社会信用代码), GB 32100-2015 --------------------------------
@@ -127,7 +126,7 @@ def load_project_file(path: str | Path) -> Project:
     return load_yaml_model(path, Project)
 
 
-# -- storage: a table of its own in the ingest's SQLite file -----------------------------------
+# -- storage: a table of its own in the ingest's store -----------------------------------
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS projects (
@@ -150,11 +149,10 @@ class UnknownProject(LookupError):
 class ProjectStore:
     """The `projects` table of an ingest store. Opens its own connection; the ingest may run meanwhile."""
 
-    def __init__(self, path: str | Path) -> None:
-        not_on_postgres(path, "projects (edgeproof project, report --project)")
-        self.path = Path(path)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: StoreTarget) -> None:
+        self.path = mask(target)
+        self._conn = connect(target)
+        create_tables(self._conn, _SCHEMA)
 
     def __enter__(self) -> ProjectStore:
         return self

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_ingest.bilingual import header
-from cloud_ingest.declared import DeclaredFigure, DeclaredImport, DeclaredStore
+from cloud_ingest.declared import DeclaredFigure, DeclaredImport, store_imports
 from cloud_ingest.evidence import LANGS, EvidenceReport, Lang, MachineWindow, MonthRate, Performance
 from cloud_ingest.projects import Project
 from cloud_ingest.render import render_html, write_report
@@ -61,8 +61,7 @@ def build_project_reports(
     quality. Raises ReportError or UnknownAgent (an agent of the project with no data yet).
     """
     if imported is None:
-        with DeclaredStore(store.path) as declared:
-            imported = declared.imports(project.id)
+        imported = store_imports(store.connection, str(store.path), project.id)
     out = []
     for agent_id in project.agents:
         report = build_report(

@@ -34,8 +34,11 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError
 
 from cloud_ingest.dialect import (
+    Connection,
     PgConnection,
     StoreTarget,
+    connect,
+    has_table,
     is_postgres,
     mask,
     message_errors,
@@ -236,8 +239,10 @@ _MESSAGE_ERRORS: tuple[type[Exception], ...] = (
     AttributeError,
 )
 SQLITE_MAX_INT = 2**63 - 1
-# the ingest's connection: sqlite3's, or PgConnection answering the same calls
-Connection = sqlite3.Connection | PgConnection
+
+
+class StoreUnavailable(RuntimeError):
+    """`Store.open_readonly`: no store there, or one the ingest has not created or upgraded yet; str() is for a user."""
 
 
 class Rejected(Exception):
@@ -552,6 +557,49 @@ class Store:
                 self._conn.executescript(_SCHEMA)
                 self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         log.debug("store open path=%s", self.path)
+
+    @classmethod
+    def open_readonly(cls, target: StoreTarget) -> Store:
+        """The store's reading methods over a connection that cannot write: SQLite `mode=ro` (no journal
+        switch, no DDL), or a PostgreSQL session whose transactions are all READ ONLY. Never creates or
+        upgrades the schema: raises StoreUnavailable when there is no store or its version differs."""
+        store = cls.__new__(cls)
+        store.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
+        store._lock = threading.RLock()
+        store._message_errors = _MESSAGE_ERRORS
+        store.path = mask(target) if is_postgres(target) else sqlite_path(target)
+        if not is_postgres(target) and not Path(store.path).is_file():
+            raise StoreUnavailable(f"no store at {store.path}")
+        try:
+            store._conn = connect(target, readonly=True)
+        except ConnectionError as exc:  # already masked
+            raise StoreUnavailable(str(exc)) from None
+        try:
+            version = store._schema_version()
+        except BaseException:
+            store._conn.close()
+            raise
+        if version != SCHEMA_VERSION:
+            store._conn.close()
+            raise StoreUnavailable(
+                f"{store.path}: store schema version {version}, expected {SCHEMA_VERSION} "
+                "(run the ingest once to create or upgrade it)"
+            )
+        return store
+
+    def _schema_version(self) -> int:
+        if isinstance(self._conn, PgConnection):
+            if not has_table(self._conn, "schema_version"):
+                return 0
+            row = self._conn.execute("SELECT version FROM schema_version").fetchone()
+            return int(row[0]) if row else 0
+        return int(self._conn.execute("PRAGMA user_version").fetchone()[0])
+
+    @property
+    def connection(self) -> Connection:
+        """The store's connection, for a reader's own queries: SQLite-dialect SQL runs on both back-ends
+        (dialect.translate). Not for writing: `Store`'s methods keep the rows consistent."""
+        return self._conn
 
     def _open_postgres(self) -> None:
         """Create or upgrade the schema: the same steps as for SQLite, in one transaction, one process at a time."""

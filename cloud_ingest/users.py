@@ -1,10 +1,11 @@
 """Read-only accounts of the evaluator's web app (`edgeproof user add|list|remove`, docs/web.md).
 
-Accounts live in the ingest's SQLite file, in a table of their own (`web_users`). A password is
-never stored: only its scrypt hash (standard library, per-user random salt, parameters kept with
-the hash so that they can be raised later), compared in constant time. Passwords are read from a
-prompt or from $EDGEPROOF_WEB_PASSWORD, never from the command line (visible to every local user),
-and never logged. Every role can only read; the role is recorded for later slices and the logs.
+Accounts live in the ingest's store (SQLite file or PostgreSQL database), in a table of their own
+(`web_users`). A password is never stored: only its scrypt hash (standard library, per-user random
+salt, parameters kept with the hash so that they can be raised later), compared in constant time.
+Passwords are read from a prompt or from $EDGEPROOF_WEB_PASSWORD, never from the command line
+(visible to every local user), and never logged. Every role can only read; the role is recorded for
+later slices and the logs.
 """
 
 from __future__ import annotations
@@ -19,11 +20,21 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+
+from cloud_ingest.dialect import (
+    StoreTarget,
+    connect,
+    create_tables,
+    has_table,
+    is_postgres,
+    mask,
+    sqlite_path,
+    store_target,
+)
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +108,13 @@ class UserError(ValueError):
     """A refused account change; str() is ready for a user."""
 
 
-def read_users(path: str | Path) -> dict[str, User]:
+def read_users(target: StoreTarget) -> dict[str, User]:
     """Every account, by name, read through a read-only connection; {} when there is no table (or no file)."""
-    p = Path(path)
-    if not p.is_file():
+    if not is_postgres(target) and not sqlite_path(target).is_file():
         return {}
-    conn = sqlite3.connect(f"file:{p.resolve()}?mode=ro", uri=True, timeout=10.0)
+    conn = connect(target, readonly=True)
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'web_users'").fetchone() is None:
+        if not has_table(conn, "web_users"):
             return {}
         rows = conn.execute("SELECT name, role, password, created_at FROM web_users ORDER BY name").fetchall()
     finally:
@@ -115,11 +125,12 @@ def read_users(path: str | Path) -> dict[str, User]:
 class UserStore:
     """The `web_users` table of an ingest store, for the `edgeproof user` commands (they write; the app never does)."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-        self._conn.executescript(_SCHEMA)
+    def __init__(self, target: StoreTarget) -> None:
+        self.path = mask(target)
+        if not is_postgres(target):
+            sqlite_path(target).parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(target)
+        create_tables(self._conn, _SCHEMA)
 
     def __enter__(self) -> UserStore:
         return self
@@ -134,13 +145,12 @@ class UserStore:
             raise UserError(f"role {role!r}: use one of {', '.join(ROLES)}")
         if len(password) < MIN_PASSWORD:
             raise UserError(f"password too short: at least {MIN_PASSWORD} characters")
-        try:
-            self._conn.execute(
-                "INSERT INTO web_users (name, role, password, created_at) VALUES (?, ?, ?, ?)",
-                (name, role, hash_password(password), datetime.now(UTC).isoformat()),
-            )
-        except sqlite3.IntegrityError:
-            raise UserError(f"user {name!r} already exists (remove it first to change its password)") from None
+        # the primary key keeps an existing name; OR IGNORE spares catching each back-end's IntegrityError
+        if self._conn.execute(
+            "INSERT OR IGNORE INTO web_users (name, role, password, created_at) VALUES (?, ?, ?, ?)",
+            (name, role, hash_password(password), datetime.now(UTC).isoformat()),
+        ).rowcount == 0:
+            raise UserError(f"user {name!r} already exists (remove it first to change its password)")
         log.info("web user added name=%s role=%s db=%s", name, role, self.path)
 
     def remove(self, name: str) -> None:
@@ -166,7 +176,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     remove = sub.add_parser("remove", help="remove an account")
     remove.add_argument("name")
     for p in (add, listing, remove):
-        p.add_argument("--db", type=Path, default=DEFAULT_DB, help=f"SQLite store (default: ./{DEFAULT_DB})")
+        p.add_argument(
+            "--db",
+            type=store_target,
+            default=DEFAULT_DB,
+            help=f"the ingest's store: SQLite file or postgresql:// URL (default: ./{DEFAULT_DB})",
+        )
 
 
 def _read_password() -> str | None:
@@ -183,7 +198,15 @@ def _read_password() -> str | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Exit 0 on success, 2 on a refused change, a missing store or no password."""
+    """Exit 0 on success, 2 on a refused change, a missing store or no password, 1 on an unreachable database."""
+    try:
+        return _run(args)
+    except ConnectionError as exc:  # a PostgreSQL store; the message has the URL masked
+        print(f"user: error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.user_command == "list":
         users = read_users(args.db)
         if args.json:
@@ -192,7 +215,7 @@ def run(args: argparse.Namespace) -> int:
             for u in users.values():
                 print(f"{u.name}\t{u.role}\t{u.created_at}")
             if not users:
-                print(f"no accounts in {args.db}", file=sys.stderr)
+                print(f"no accounts in {mask(args.db)}", file=sys.stderr)
         return 0
     try:
         if args.user_command == "add":
@@ -202,14 +225,14 @@ def run(args: argparse.Namespace) -> int:
                 return 2
             with UserStore(args.db) as store:
                 store.add(args.name, password, args.role)
-            print(f"user {args.name} ({args.role}) added to {args.db}")
+            print(f"user {args.name} ({args.role}) added to {mask(args.db)}")
         else:
-            if not Path(args.db).is_file():
+            if not is_postgres(args.db) and not Path(args.db).is_file():
                 print(f"user: error: no store at {args.db}", file=sys.stderr)
                 return 2
             with UserStore(args.db) as store:
                 store.remove(args.name)
-            print(f"user {args.name} removed from {args.db}")
+            print(f"user {args.name} removed from {mask(args.db)}")
     except UserError as exc:
         print(f"user: error: {exc}", file=sys.stderr)
         return 2

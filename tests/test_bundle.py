@@ -43,10 +43,11 @@ AT = datetime(2024, 7, 1, tzinfo=UTC)
 DECLARED_AT = datetime(2024, 6, 20, tzinfo=UTC)
 
 
-def signed_store(tmp_path: Path, key: Key) -> Path:
+def signed_store(tmp_path: Path, key: Key, target: str | Path | None = None) -> Path:
     """The hand-checked scenario of test_report_evidence, every message signed by `key` (enrolled), plus:
-    seq 7 signed by a stranger (held pending, never used), seq 8 declared evicted by seq 20."""
-    db = tmp_path / "ingest.sqlite"
+    seq 7 signed by a stranger (held pending, never used), seq 8 declared evicted by seq 20.
+    In `target` (a SQLite file or PostgreSQL URL) when given, else in tmp_path/ingest.sqlite."""
+    db: Any = target if target is not None else tmp_path / "ingest.sqlite"
     messages = [parse_sequenced(payload) for _, payload in scenario()]
     state = next(m for m in messages if isinstance(m, StateInterval))
     declaration = EvictionDeclaration(

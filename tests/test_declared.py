@@ -8,7 +8,9 @@ import json
 import sqlite3
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 from openpyxl import Workbook, load_workbook
 from pydantic import ValidationError
@@ -26,6 +28,7 @@ from cloud_ingest.declared import (
     load_declared_file,
     write_template,
 )
+from cloud_ingest.dialect import is_postgres
 from edgeproof.cli import main
 
 HEADINGS = [header(k, c.zh) for k, c in COLUMNS.items()]
@@ -487,8 +490,8 @@ def add(store: DeclaredStore, figures: list[DeclaredFigure], project: str = "p",
     ).import_id
 
 
-def test_withdraw_keeps_history_and_frees_the_figures(tmp_path: Path) -> None:
-    with DeclaredStore(tmp_path / "s.sqlite") as store:
+def test_withdraw_keeps_history_and_frees_the_figures(store_target: str | Path) -> None:
+    with DeclaredStore(store_target) as store:
         first = add(store, [fig(value=0.3), fig(indicator="oee", value=0.6, row=3)], name="old.csv")
         other = add(store, [fig(value=0.9)], project="q")
         with pytest.raises(DeclaredStoreError) as info:
@@ -518,27 +521,32 @@ def test_withdraw_keeps_history_and_frees_the_figures(tmp_path: Path) -> None:
             store.withdraw(second, " ")
 
 
-def test_the_tables_are_append_only(tmp_path: Path) -> None:
-    db = tmp_path / "s.sqlite"
-    with DeclaredStore(db) as store:
+def test_the_tables_are_append_only(store_target: str | Path) -> None:
+    with DeclaredStore(store_target) as store:
         add(store, [fig(value=0.3)])
-    conn = sqlite3.connect(db)
+    # a plain connection of the back-end, not the store's: the triggers refuse whoever writes
+    conn: Any = psycopg.connect(str(store_target), autocommit=True) if is_postgres(store_target) else (
+        sqlite3.connect(store_target, isolation_level=None)
+    )
+    refused = (psycopg.errors.RestrictViolation, sqlite3.IntegrityError)
     for sql in (
         "DELETE FROM declared_figures",
         "UPDATE declared_figures SET value = 0.9",
         "DELETE FROM declared_imports",
         "UPDATE declared_imports SET declared_by = 'someone else'",
+        *(["TRUNCATE declared_figures", "TRUNCATE declared_imports CASCADE"] if is_postgres(store_target) else []),
     ):
-        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        with pytest.raises(refused, match="append-only"):
             conn.execute(sql)
     conn.execute("UPDATE declared_imports SET withdrawn_at = '2024-01-01T00:00:00+00:00', withdrawn_reason = 'r'")
-    with pytest.raises(sqlite3.IntegrityError, match="stays withdrawn"):
+    with pytest.raises(refused, match="stays withdrawn"):
         conn.execute("UPDATE declared_imports SET withdrawn_at = NULL")
+    assert conn.execute("SELECT COUNT(*) FROM declared_figures").fetchone() == (1,)
     conn.close()
 
 
-def test_figures_come_oldest_import_first(tmp_path: Path) -> None:
-    with DeclaredStore(tmp_path / "s.sqlite") as store:
+def test_figures_come_oldest_import_first(store_target: str | Path) -> None:
+    with DeclaredStore(store_target) as store:
         add(store, [fig(window="post", value=0.9), fig(value=0.2, row=3)], name="a.csv")
         add(store, [fig(indicator="oee", value=0.5)], name="b.csv")
         listed = [(i.file_name, f.window, f.indicator) for i, f in store.figures("p")]
@@ -549,8 +557,8 @@ def test_figures_come_oldest_import_first(tmp_path: Path) -> None:
     ]
 
 
-def test_the_store_refuses_bad_imports(tmp_path: Path) -> None:
-    with DeclaredStore(tmp_path / "s.sqlite") as store:
+def test_the_store_refuses_bad_imports(store_target: str | Path) -> None:
+    with DeclaredStore(store_target) as store:
         with pytest.raises(DeclaredStoreError, match=r"f\.csv, row 3: .* is also in row 2"):
             add(store, [fig(value=0.2), fig(value=0.3, row=3)])
         with pytest.raises(DeclaredStoreError, match="needs a UTC offset"):
@@ -581,7 +589,7 @@ def test_the_store_refuses_bad_imports(tmp_path: Path) -> None:
 # -- the commands ---------------------------------------------------------------------------------
 
 
-def create_project(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def create_project(db: str | Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert (
         main(
             [
@@ -610,8 +618,10 @@ def create_project(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
     capsys.readouterr()
 
 
-def test_cli_template_import_list_withdraw(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "ingest.sqlite"
+def test_cli_template_import_list_withdraw(
+    tmp_path: Path, store_target: str | Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = store_target
     create_project(db, capsys)
     xlsx = tmp_path / "baseline.xlsx"
     assert main(["baseline", "template", str(xlsx)]) == 0

@@ -141,7 +141,7 @@ def test_the_demo_project_matches_the_demo() -> None:
 # -- commands ------------------------------------------------------------------------------------
 
 
-def create_args(db: Path) -> list[str]:
+def create_args(db: str | Path) -> list[str]:
     return [
         "create", "--db", str(db), "--id", "sz-2024-001", "--firm", "苏州示范精密机械有限公司",
         "--credit-code", CODE, "--industry", "C34", "--provider", "苏州某数字化服务商",
@@ -151,8 +151,10 @@ def create_args(db: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def test_create_set_show_list_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "ingest.sqlite"
+def test_create_set_show_list_round_trip(
+    tmp_path: Path, store_target: str | Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = store_target
     assert main(create_args(db)) == 0
     assert capsys.readouterr().out == "created project sz-2024-001\n"
     assert main(["show", "--db", str(db), "sz-2024-001", "--json"]) == 0
@@ -250,8 +252,10 @@ def test_report_by_project_equals_report_by_agent_and_windows(tmp_path: Path) ->
     assert by_project.model_copy(update={"project": None}) == by_agent
 
 
-def test_report_cli_by_project_writes_a_folder_per_agent(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = tmp_path / "ingest.sqlite"
+def test_report_cli_by_project_writes_a_folder_per_agent(
+    tmp_path: Path, store_target: str | Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = store_target
     with Store(db) as store:
         seed(store)
     assert main(["import", "--db", str(db), str(write_yaml(tmp_path))]) == 0

@@ -153,18 +153,12 @@ def test_an_unreachable_server_is_an_error_without_the_password(capsys: pytest.C
     assert "s3cret" not in err
 
 
-def test_the_parts_that_read_the_sqlite_file_refuse_a_url_by_name(
+def test_report_by_project_on_postgresql_names_an_unknown_project(
     postgres_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from cloud_ingest.declared import DeclaredStore
-    from cloud_ingest.projects import ProjectStore
-
-    for opener, what in ((ProjectStore, "projects"), (DeclaredStore, "declared baseline figures")):
-        with pytest.raises(NotImplementedError, match=f"{what} .*works on a SQLite store only"):
-            opener(postgres_url)
-    args = ["report", "--db", postgres_url, "--project", "p1"]
-    assert cloud_main(args) == 2
-    assert "--project reads a SQLite store only" in capsys.readouterr().err
+    # projects and declared figures run on PostgreSQL too (tests/test_projects.py, tests/test_cloud_postgres.py)
+    assert cloud_main(["report", "--db", postgres_url, "--project", "p1"]) == 2
+    assert f"no project 'p1' in {postgres_url} (projects: none)" in capsys.readouterr().err
 
 
 def test_gaps_and_enroll_run_on_a_postgresql_store(postgres_url: str, capsys: pytest.CaptureFixture[str]) -> None:

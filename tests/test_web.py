@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
+from cloud_ingest.dialect import StoreTarget, is_postgres
 from cloud_ingest.evidence import EvidenceReport
 from cloud_ingest.projects import ProjectStore
 from cloud_ingest.record import build_project_reports, read_csv
@@ -30,11 +32,11 @@ from cloud_ingest.store import GapReport, Store
 from cloud_ingest.users import PASSWORD_ENV, UserStore, check_password, hash_password, read_users
 from cloud_ingest.verify import verify_bundle
 from cloud_ingest.web.app import create_app
-from cloud_ingest.web.data import ReadOnlyStore
 from cloud_ingest.web.server import WebServer
 from edgeproof.cli import main
 from edgeproof.contract import StatusMessage, encode, topic
 from edgeproof.netutil import free_port, wait_port
+from tests.conftest import fresh_postgres_database
 from tests.netutil import Mosquitto
 from tests.test_bundle import PROJECT, signed_store
 from tests.test_report_evidence import AGENT
@@ -45,8 +47,8 @@ USER, PASSWORD = "pingshen", "correct horse battery staple"
 EMPTY_PROJECT, EMPTY_AGENT = "wx-2024-002", "wuxi-line-1"
 
 
-def seed_web_store(tmp_path: Path) -> Path:
-    db = signed_store(tmp_path, Key())
+def seed_web_store(tmp_path: Path, target: StoreTarget | None = None) -> StoreTarget:
+    db: StoreTarget = signed_store(tmp_path, Key(), target)
     with Store(db) as store:
         assert store.ingest(topic(AGENT, "kpi"), b"{not json", None) == "dead_letter"
         status = StatusMessage(agent_id=AGENT, boot_id="boot", online=False)
@@ -60,8 +62,18 @@ def seed_web_store(tmp_path: Path) -> Path:
     return db
 
 
-def digest(db: Path) -> tuple[str, str]:
-    """The store file's bytes and its logical content (read-only), to show that nothing wrote to it."""
+def digest(db: StoreTarget) -> tuple[str, str]:
+    """The store file's bytes and its logical content (read-only), to show that nothing wrote to it;
+    on PostgreSQL every table's rows, and the highest transaction id (any write moves it)."""
+    if is_postgres(db):
+        with psycopg.connect(str(db)) as pg:
+            tables = pg.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+            ).fetchall()
+            rows = [pg.execute(f"SELECT t::text FROM {name} t ORDER BY 1").fetchall() for (name,) in tables]
+            xmax = pg.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()
+        return str(xmax), hashlib.sha256(repr(rows).encode()).hexdigest()
+    db = Path(db)
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
         content = "\n".join(conn.iterdump())
@@ -73,7 +85,7 @@ def digest(db: Path) -> tuple[str, str]:
 @dataclass
 class Served:
     url: str
-    db: Path
+    db: StoreTarget
     records: list[EvidenceReport]
     gaps: GapReport
     before: tuple[str, str]
@@ -82,10 +94,20 @@ class Served:
         return httpx.Client(base_url=self.url, auth=(USER, PASSWORD) if auth else None, timeout=60)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def store_location(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StoreTarget]:
+    """The served store: a SQLite file, then a PostgreSQL database (one per module: seeding takes a while)."""
+    if request.param == "sqlite":
+        yield tmp_path_factory.mktemp("web") / "ingest.sqlite"
+        return
+    with fresh_postgres_database() as url:
+        yield url
+
+
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(tmp_path_factory: pytest.TempPathFactory, store_location: StoreTarget) -> Iterator[Served]:
     tmp = tmp_path_factory.mktemp("web")
-    db = seed_web_store(tmp)
+    db = seed_web_store(tmp, store_location)
     with Store(db) as store, ProjectStore(db) as projects:
         records = build_project_reports(store, projects.get(PROJECT))
         gaps = store.gap_report(AGENT)
@@ -321,12 +343,11 @@ def test_every_route_refuses_writes_and_the_store_is_unchanged(served: Served) -
 
 
 def test_the_read_only_connection_refuses_writes(served: Served) -> None:
-    store = ReadOnlyStore(served.db)
-    try:
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+    with Store.open_readonly(served.db) as store:
+        with pytest.raises((sqlite3.OperationalError, psycopg.errors.ReadOnlySqlTransaction), match=r"read-?only"):
             store.connection.execute("DELETE FROM messages")
-    finally:
-        store.close()
+        with pytest.raises((sqlite3.OperationalError, psycopg.errors.ReadOnlySqlTransaction), match=r"read-?only"):
+            store.connection.execute("CREATE TABLE x (a INTEGER)")
 
 
 def test_credentials_are_required(served: Served) -> None:
@@ -352,9 +373,9 @@ def test_passwords_are_salted_scrypt_hashes() -> None:
 
 
 def test_user_commands_and_a_removed_account_loses_access(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    store_target: StoreTarget, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    db = tmp_path / "ingest.sqlite"
+    db = store_target
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal: no prompt
     assert main(["user", "add", "--db", str(db), "office-1"]) == 2
@@ -397,8 +418,8 @@ def _edgeproof(*args: str, env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
-def test_edgeproof_web_refuses_to_start_without_accounts_unless_no_auth(tmp_path: Path) -> None:
-    db = tmp_path / "ingest.sqlite"
+def test_edgeproof_web_refuses_to_start_without_accounts_unless_no_auth(store_target: StoreTarget) -> None:
+    db = store_target
     with Store(db):
         pass
     port = free_port()
@@ -419,8 +440,10 @@ def test_edgeproof_web_refuses_to_start_without_accounts_unless_no_auth(tmp_path
 def test_edgeproof_ingest_serves_the_app_beside_the_consumer(
     served: Served, mosquitto: Mosquitto, tmp_path: Path
 ) -> None:
-    db = tmp_path / "ingest.sqlite"
-    db.write_bytes(served.db.read_bytes())  # the seeded store, with its account
+    db: StoreTarget = served.db  # PostgreSQL: the served database itself (it receives no message here)
+    if not is_postgres(served.db):
+        db = tmp_path / "ingest.sqlite"
+        db.write_bytes(Path(served.db).read_bytes())  # the seeded store, with its account
     port = free_port()
     ingest = _edgeproof(
         "ingest", "--db", str(db), "--mqtt-port", str(mosquitto.port), "--http-port", str(port), "--log-level", "INFO"

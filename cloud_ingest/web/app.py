@@ -26,12 +26,13 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from cloud_ingest.bundle import bundle_files, write_zip
+from cloud_ingest.dialect import StoreTarget
 from cloud_ingest.evidence import EvidenceReport, Lang, site_zone
 from cloud_ingest.projects import Project, UnknownProject
 from cloud_ingest.record import PdfUnavailable, render_pdf, write_csv
 from cloud_ingest.render import render_html
 from cloud_ingest.report import ReportError, UnknownAgent
-from cloud_ingest.store import GapReport
+from cloud_ingest.store import GapReport, StoreUnavailable
 from cloud_ingest.web import charts
 from cloud_ingest.web.auth import REALM, BasicAuth
 from cloud_ingest.web.data import (
@@ -40,7 +41,6 @@ from cloud_ingest.web.data import (
     DailySeries,
     ProjectSummary,
     StateRow,
-    StoreUnavailable,
     daily_series,
     project_reports,
     project_summary,
@@ -130,7 +130,7 @@ def _attachment(name: str) -> str:
     return f"attachment; filename*=UTF-8''{quote(name)}"
 
 
-def create_app(db_path: str | Path, *, auth: bool = True, cache_s: float = 30.0) -> FastAPI:
+def create_app(db_path: StoreTarget, *, auth: bool = True, cache_s: float = 30.0) -> FastAPI:
     """The app over the store at `db_path`; with auth, every request needs an account of `edgeproof user`."""
     catalog = Catalog(db_path, max_age_s=cache_s)
     guard = BasicAuth(db_path) if auth else None

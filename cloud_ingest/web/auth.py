@@ -17,8 +17,8 @@ import hmac
 import logging
 import secrets
 import threading
-from pathlib import Path
 
+from cloud_ingest.dialect import StoreTarget
 from cloud_ingest.users import User, check_password, check_unknown, read_users
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,8 @@ def parse_basic(header: str | None) -> tuple[str, str] | None:
 
 
 class BasicAuth:
-    def __init__(self, db_path: str | Path) -> None:
-        self.db_path = Path(db_path)
+    def __init__(self, db_path: StoreTarget) -> None:
+        self.db_path = db_path
         self._key = secrets.token_bytes(32)
         self._ok: dict[bytes, str] = {}
         self._lock = threading.Lock()

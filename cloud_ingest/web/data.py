@@ -1,7 +1,8 @@
-"""What the web app reads from the ingest's store, through read-only SQLite connections only.
+"""What the web app reads from the ingest's store, through read-only connections only.
 
-Every read opens `file:…?mode=ro` connections: SQLite itself refuses any write, so no page can
-alter the store, and WAL lets the pages read while the ingest writes. The records are built by the
+Every read opens the store with `Store.open_readonly`: SQLite (`mode=ro`) or PostgreSQL (a READ ONLY
+session) itself refuses any write, so no page can alter the store; WAL, or PostgreSQL's MVCC, lets
+the pages read while the ingest writes. The records are built by the
 same functions as `edgeproof report --project` (`record.build_project_reports`); the summaries of
 the firm list are taken from those records. Records are cached per project and rebuilt when the
 store's data changed and the cached one is older than `max_age_s` (a busy fleet changes the store
@@ -12,24 +13,23 @@ use the cache.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
-from pathlib import Path
 from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, Field
 
-from cloud_ingest.declared import DeclaredImport, DeclaredStore
+from cloud_ingest.declared import DeclaredImport, store_imports
+from cloud_ingest.dialect import Connection, PgConnection, StoreTarget, has_table
 from cloud_ingest.evidence import EvidenceReport, site_zone
 from cloud_ingest.projects import Project, UnknownProject
 from cloud_ingest.record import build_project_reports
 from cloud_ingest.report import ReportError, UnknownAgent, asset_register, build_report
-from cloud_ingest.store import DEFAULT_MAX_PAYLOAD_BYTES, SCHEMA_VERSION, Store, iso, parse_iso
+from cloud_ingest.store import Store, iso, parse_iso
 from edgeproof.indicators import oee, site_ratios
 from edgeproof.rollup import BucketRecord, by_local_day, rollup
 
@@ -39,71 +39,17 @@ Status = Literal["complete", "insufficient", "offline", "rejected", "gaps"]
 STATUS_ORDER: tuple[Status, ...] = ("insufficient", "rejected", "offline", "gaps", "complete")  # most serious first
 SUMMARY_KEYS = ("networking_rate", "nc_rate_key_processes", "oee")
 
-
-class StoreUnavailable(RuntimeError):
-    """No store file, or one the ingest has not created or upgraded yet; str() is ready for a user."""
-
-
-def connect_ro(path: Path) -> sqlite3.Connection:
-    """A read-only connection: SQLite refuses every write through it."""
-    if not path.is_file():
-        raise StoreUnavailable(f"no store at {path}")
-    return sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
-
-
-def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
-
-
-class ReadOnlyStore(Store):
-    """`Store`'s reading methods over a read-only connection.
-
-    Store.__init__ is not called: it switches the journal mode and creates or upgrades the schema,
-    which are writes; a store of another schema version is refused instead.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.max_payload_bytes = DEFAULT_MAX_PAYLOAD_BYTES
-        self._lock = threading.RLock()
-        self._conn = connect_ro(self.path)
-        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
-        if version != SCHEMA_VERSION:
-            self._conn.close()
-            raise StoreUnavailable(
-                f"{self.path}: store schema version {version}, expected {SCHEMA_VERSION} "
-                "(run the ingest once to create or upgrade it)"
-            )
-
-    @property
-    def connection(self) -> sqlite3.Connection:
-        return self._conn
-
-
-class _ReadOnlyDeclared(DeclaredStore):
-    """`DeclaredStore.imports` over a read-only connection (its __init__ would create the tables)."""
-
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
-        self.path = path
-        self._conn = conn
-
-    def close(self) -> None:  # the connection belongs to the ReadOnlyStore
-        pass
-
-
-def read_projects(conn: sqlite3.Connection) -> list[Project]:
-    if not _has_table(conn, "projects"):
+def read_projects(conn: Connection) -> list[Project]:
+    if not has_table(conn, "projects"):
         return []
     return [Project.model_validate_json(r[0]) for r in conn.execute("SELECT data FROM projects ORDER BY project_id")]
 
 
-def read_imports(store: ReadOnlyStore, project_id: str) -> list[DeclaredImport]:
-    if not _has_table(store.connection, "declared_imports"):
-        return []
-    return _ReadOnlyDeclared(store.connection, store.path).imports(project_id)
+def read_imports(store: Store, project_id: str) -> list[DeclaredImport]:
+    return store_imports(store.connection, str(store.path), project_id)
 
 
-def project_reports(store: ReadOnlyStore, project: Project) -> dict[str, EvidenceReport | str]:
+def project_reports(store: Store, project: Project) -> dict[str, EvidenceReport | str]:
     """Per agent, its record exactly as `edgeproof report --project` builds it, or why there is none."""
     imported = read_imports(store, project.id)
     try:
@@ -161,14 +107,14 @@ def _pair(report: EvidenceReport, key: str) -> Pair:
     return Pair(baseline=i.baseline.value, post=i.post.value)
 
 
-def _newest(conn: sqlite3.Connection, agent_id: str) -> tuple[int, datetime] | None:
+def _newest(conn: Connection, agent_id: str) -> tuple[int, datetime] | None:
     row = conn.execute(
         "SELECT seq, received_at FROM messages WHERE agent_id = ? ORDER BY seq DESC LIMIT 1", (agent_id,)
     ).fetchone()
     return (int(row[0]), parse_iso(str(row[1]))) if row else None
 
 
-def agent_summary(store: ReadOnlyStore, agent_id: str, record: EvidenceReport | str, now: datetime) -> AgentSummary:
+def agent_summary(store: Store, agent_id: str, record: EvidenceReport | str, now: datetime) -> AgentSummary:
     newest = _newest(store.connection, agent_id)
     status = store.status(agent_id)
     empty = Pair(baseline=None, post=None)
@@ -210,7 +156,7 @@ def agent_summary(store: ReadOnlyStore, agent_id: str, record: EvidenceReport | 
     )
 
 
-def project_summary(store: ReadOnlyStore, project: Project, records: dict[str, EvidenceReport | str]) -> ProjectSummary:
+def project_summary(store: Store, project: Project, records: dict[str, EvidenceReport | str]) -> ProjectSummary:
     now = datetime.now(UTC)
     agents = [agent_summary(store, a, records[a], now) for a in project.agents]
     found = {s for a in agents for s in a.statuses if s != "complete"}
@@ -280,7 +226,7 @@ def _pick_buckets(rows: list[BucketRecord], seqs: list[int]) -> tuple[list[Bucke
     return kept, superseded, overlapping
 
 
-def daily_series(store: ReadOnlyStore, agent_id: str, start: datetime | None, end: datetime | None) -> DailySeries:
+def daily_series(store: Store, agent_id: str, start: datetime | None, end: datetime | None) -> DailySeries:
     """Networking rate and OEE per plant-local day over the stored KPI buckets (in [start, end) when given)."""
     birth = store.latest_birth(agent_id)
     zone: tzinfo = site_zone(birth.site.timezone if birth else None)
@@ -353,7 +299,7 @@ class StateRow(BaseModel):
     reason: str | None
 
 
-def state_intervals(store: ReadOnlyStore, agent_id: str, start: datetime, end: datetime) -> list[StateRow]:
+def state_intervals(store: Store, agent_id: str, start: datetime, end: datetime) -> list[StateRow]:
     """The stored state intervals overlapping [start, end), clipped to it, by machine and start."""
     rows = store.connection.execute(
         'SELECT seq, machine_id, state, start, "end", reason FROM states '
@@ -388,15 +334,15 @@ class _Cached:
 class Catalog:
     """The app's access to one store file: read-only stores, projects, cached records."""
 
-    def __init__(self, db_path: str | Path, max_age_s: float = 30.0) -> None:
-        self.db_path = Path(db_path)
+    def __init__(self, db_path: StoreTarget, max_age_s: float = 30.0) -> None:
+        self.db_path = db_path
         self.max_age_s = max_age_s
         self._cache: dict[str, _Cached] = {}
         self._lock = threading.Lock()
 
     @contextmanager
-    def store(self) -> Iterator[ReadOnlyStore]:
-        store = ReadOnlyStore(self.db_path)
+    def store(self) -> Iterator[Store]:
+        store = Store.open_readonly(self.db_path)
         try:
             yield store
         finally:
@@ -408,8 +354,12 @@ class Catalog:
             pass
 
     @staticmethod
-    def version(conn: sqlite3.Connection) -> tuple[object, ...]:
+    def version(conn: Connection) -> tuple[object, ...]:
         """Cheap (index-only) numbers that change whenever something a record shows changes."""
+        if isinstance(conn, PgConnection):
+            # no rowid: the next transaction id moves with every write to the cluster (more often than
+            # needed, never less), while a quiet store keeps it and its cached records
+            return (conn.execute("SELECT pg_snapshot_xmax(pg_current_snapshot())::text").fetchone()[0],)
         parts = [
             "SELECT MAX(rowid) FROM messages",
             "SELECT MAX(rowid) FROM duplicates",
@@ -418,22 +368,22 @@ class Catalog:
             "SELECT COUNT(*) || '/' || COUNT(revoked_at) FROM agent_keys",
             "SELECT MAX(received_at) FROM status",
         ]
-        if _has_table(conn, "projects"):
+        if has_table(conn, "projects"):
             parts.append("SELECT MAX(updated_at) FROM projects")
-        if _has_table(conn, "declared_imports"):
+        if has_table(conn, "declared_imports"):
             parts.append("SELECT MAX(import_id) || '/' || COUNT(withdrawn_at) FROM declared_imports")
         return tuple(conn.execute(sql).fetchone()[0] for sql in parts)
 
-    def projects(self, store: ReadOnlyStore) -> list[Project]:
+    def projects(self, store: Store) -> list[Project]:
         return read_projects(store.connection)
 
-    def project(self, store: ReadOnlyStore, project_id: str) -> Project:
+    def project(self, store: Store, project_id: str) -> Project:
         for p in read_projects(store.connection):
             if p.id == project_id:
                 return p
         raise UnknownProject(f"no project {project_id!r}")
 
-    def records(self, store: ReadOnlyStore, project: Project) -> dict[str, EvidenceReport | str]:
+    def records(self, store: Store, project: Project) -> dict[str, EvidenceReport | str]:
         version = self.version(store.connection)
         data = project.model_dump_json()
         with self._lock:
@@ -456,5 +406,5 @@ class Catalog:
             self._cache[project.id] = _Cached(data, version, time.monotonic(), records)
         return records
 
-    def summaries(self, store: ReadOnlyStore) -> list[ProjectSummary]:
+    def summaries(self, store: Store) -> list[ProjectSummary]:
         return [project_summary(store, p, self.records(store, p)) for p in self.projects(store)]

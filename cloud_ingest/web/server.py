@@ -13,6 +13,8 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from cloud_ingest.dialect import StoreTarget, mask, store_target
+
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1"
@@ -43,7 +45,7 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
 class WebServer:
     """Uvicorn in a daemon thread."""
 
-    def __init__(self, db_path: Path, host: str, port: int, auth: bool) -> None:
+    def __init__(self, db_path: StoreTarget, host: str, port: int, auth: bool) -> None:
         import uvicorn
 
         from cloud_ingest.web.app import create_app
@@ -66,10 +68,11 @@ class WebServer:
         log.info("web app stopped")
 
 
-def prepare(db_path: Path, no_auth: bool) -> bool:
+def prepare(db_path: StoreTarget, no_auth: bool) -> bool:
     """Whether to ask for accounts; raises WebConfigError when the app must not start."""
+    from cloud_ingest.store import StoreUnavailable
     from cloud_ingest.users import read_users
-    from cloud_ingest.web.data import Catalog, StoreUnavailable
+    from cloud_ingest.web.data import Catalog
 
     try:
         Catalog(db_path).check()
@@ -80,7 +83,8 @@ def prepare(db_path: Path, no_auth: bool) -> bool:
         return False
     if not read_users(db_path):
         raise WebConfigError(
-            f"no web accounts in {db_path}: add one with `edgeproof user add --db {db_path} NAME`, or give --no-auth"
+            f"no web accounts in {mask(db_path)}: add one with `edgeproof user add --db {mask(db_path)} NAME`, "
+            "or give --no-auth"
         )
     return True
 
@@ -89,8 +93,8 @@ def start_web(args: argparse.Namespace) -> WebServer | None:
     """The web app next to the ingest when --http-port is given; raises WebConfigError."""
     if args.http_port is None:
         return None
-    auth = prepare(Path(args.db), args.no_auth)
-    return WebServer(Path(args.db), args.http_listen, args.http_port, auth).start()
+    auth = prepare(args.db, args.no_auth)
+    return WebServer(args.db, args.http_listen, args.http_port, auth).start()
 
 
 # -- edgeproof web ------------------------------------------------------------------------------
@@ -98,7 +102,10 @@ def start_web(args: argparse.Namespace) -> WebServer | None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--db", type=Path, default=DEFAULT_DB, help=f"SQLite store of the ingest (default: ./{DEFAULT_DB})"
+        "--db",
+        type=store_target,
+        default=DEFAULT_DB,
+        help=f"the ingest's store: a SQLite file or a postgresql:// URL (default: ./{DEFAULT_DB})",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add_web_arguments(parser)
