@@ -193,6 +193,11 @@ def test_project_page_tables_and_charts_carry_the_records_numbers(served: Served
         [row] = attrs(html, "tr", data_key=i.key)
         assert row["data-baseline"] == ("" if i.baseline.value is None else str(i.baseline.value))
         assert row["data-post"] == ("" if i.post.value is None else str(i.post.value))
+    # the firm's declared baseline (tests/test_bundle.py: networking rate 10 %, OEE 55 %), shown apart
+    [imported] = attrs(html, "div", data_imported_baseline="0.1")
+    assert imported["class"] == "muted small imported"
+    assert [r["data-value"] for r in attrs(html, "tr", data_window="baseline", data_indicator="oee")] == ["0.55"]
+    assert "张工 设备科" in html and "企业申报导入的数值（非实测）" in html
     # daily series: the windows are the only days with buckets, so each day's numbers are the window's
     for day, window in (("2024-03-01", "baseline"), ("2024-06-01", "post")):
         for key in ("networking_rate", "oee"):
