@@ -12,9 +12,12 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from cloud_ingest.consumer import DEFAULT_CLIENT_ID, IngestService, ingest_subscription
 from cloud_ingest.dialect import StoreTarget, is_postgres, mask, store_target
@@ -24,6 +27,7 @@ from cloud_ingest.report import ReportError, UnknownAgent, build_report
 from cloud_ingest.store import GapReport, Neighbour, Store
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DEFAULT_DB = Path("var/ingest.sqlite")
 PASSWORD_ENV = "EDGEPROOF_MQTT_PASSWORD"  # not an option: command lines are visible to every local user
@@ -37,6 +41,23 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help=f"SQLite file or postgresql://user@host/database URL (default: ./{DEFAULT_DB})",
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event set by SIGTERM or SIGINT while the block runs; the previous handlers come back after it."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _setup_logging(level: str) -> None:
@@ -98,40 +119,40 @@ def run_ingest(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
+    with stop_on_signals() as stop:
+        try:
+            service = IngestService(
+                args.db,
+                args.mqtt_host,
+                args.mqtt_port,
+                client_id=args.client_id,
+                username=args.mqtt_username,
+                password=os.environ.get(PASSWORD_ENV) if args.mqtt_username else None,
+                share_group=args.share_group,
+                sink=sink,
+            )
+            return service.run_forever(stop)
+        except ConnectionError as exc:  # a PostgreSQL store that cannot be reached (the URL masked)
+            print(f"ingest: error: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            if web is not None:
+                web.stop()
+            if sink is not None:
+                sink.close()  # after the consumer stopped: flushes what it can, counts the rest
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+def _open_existing(open_store: Callable[[StoreTarget], T], db: StoreTarget, prog: str) -> T | int:
+    """`open_store(db)` for a store that exists, else the exit status after saying why: 2 for no SQLite
+    file (a PostgreSQL URL is tried by opening it), 1 for a server that cannot be reached (URL masked)."""
+    if not (is_postgres(db) or Path(db).is_file()):
+        print(f"{prog}: error: no store at {db}", file=sys.stderr)
+        return 2
     try:
-        service = IngestService(
-            args.db,
-            args.mqtt_host,
-            args.mqtt_port,
-            client_id=args.client_id,
-            username=args.mqtt_username,
-            password=os.environ.get(PASSWORD_ENV) if args.mqtt_username else None,
-            share_group=args.share_group,
-            sink=sink,
-        )
-        return service.run_forever(stop)
-    except ConnectionError as exc:  # a PostgreSQL store that cannot be reached (the URL masked)
-        print(f"ingest: error: {exc}", file=sys.stderr)
+        return open_store(db)
+    except ConnectionError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 1
-    finally:
-        if web is not None:
-            web.stop()
-        if sink is not None:
-            sink.close()  # after the consumer stopped: flushes what it can, counts the rest
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def _store_exists(db: StoreTarget) -> bool:
-    """A SQLite file that is there; a PostgreSQL URL is tried by opening it (an unreachable one fails loudly)."""
-    return is_postgres(db) or Path(db).is_file()
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -215,14 +236,9 @@ def run_report(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
-    if not _store_exists(args.db):
-        print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
-        return 2
-    try:
-        store = Store(args.db)
-    except ConnectionError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    store = _open_existing(Store, args.db, prog)
+    if isinstance(store, int):
+        return store
     with store:
         try:
             report = build_report(store, args.agent, baseline, post)
@@ -252,14 +268,9 @@ def _report_project(args: argparse.Namespace) -> int:
     from cloud_ingest.record import build_project_reports
 
     prog = "report"
-    if not _store_exists(args.db):
-        print(f"{prog}: error: no store at {args.db}", file=sys.stderr)
-        return 2
-    try:
-        projects = ProjectStore(args.db)
-    except ConnectionError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return 1
+    projects = _open_existing(ProjectStore, args.db, prog)
+    if isinstance(projects, int):
+        return projects
     with projects:
         try:
             project = projects.get(args.project)
@@ -320,14 +331,9 @@ def format_gaps(report: GapReport) -> str:
 def run_gaps(args: argparse.Namespace) -> int:
     """Print an agent's gap report; exit 2 on a missing store or an agent it has never heard of."""
     _setup_logging(args.log_level)
-    if not _store_exists(args.db):
-        print(f"gaps: error: no store at {args.db}", file=sys.stderr)
-        return 2
-    try:
-        store = Store(args.db)
-    except ConnectionError as exc:
-        print(f"gaps: error: {exc}", file=sys.stderr)
-        return 1
+    store = _open_existing(Store, args.db, "gaps")
+    if isinstance(store, int):
+        return store
     with store:
         if not store.has_agent(args.agent) and not store.has_held(args.agent):
             print(f"gaps: error: no messages of agent {args.agent!r} in {mask(args.db)}", file=sys.stderr)

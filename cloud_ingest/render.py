@@ -320,6 +320,17 @@ def _signed_points(value: float | None) -> str:
     return "—" if value is None else f"{value:+g}"
 
 
+def template_environment(folder: str) -> Environment:
+    """Jinja for the package's HTML templates in `folder`: escaped, and a missing variable is an error."""
+    return Environment(
+        loader=PackageLoader("cloud_ingest", folder),
+        autoescape=True,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
 def render_html(report: EvidenceReport, lang: Lang) -> str:
     """One self-contained, printable HTML page of the report in `lang`."""
     if lang not in LANGS:
@@ -336,13 +347,7 @@ def render_html(report: EvidenceReport, lang: Lang) -> str:
     def flag(name: str) -> str:
         return (ZH_REASONS if lang == "zh-CN" else EN_FLAGS).get(name, name)
 
-    env = Environment(
-        loader=PackageLoader("cloud_ingest", "templates"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_environment("templates")
     env.filters.update(
         pct=pct,
         num=_num,

@@ -193,7 +193,7 @@ def run_phases(out: Path, speed: float, mqtt_port: int, scenario: Path | None, s
     return [baseline, post]
 
 
-def _pct(v: float | None, unit: str = "") -> str:
+def _figure(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
     return f"{v:.3f}kWh" if unit == "kWh/part" else f"{v * 100:.1f}%"
@@ -314,11 +314,11 @@ def print_table(report: EvidenceReport, results: list[PlantRun], say: Any) -> No
         row = (
             _cell(ind.label.zh, 40)
             + _cell(ind.post.provenance, 19)
-            + _cell(_pct(ind.baseline.value, ind.unit), 8, True)
-            + _cell(_pct(tb, ind.unit), 9, True)
+            + _cell(_figure(ind.baseline.value, ind.unit), 8, True)
+            + _cell(_figure(tb, ind.unit), 9, True)
             + "  "
-            + _cell(_pct(ind.post.value, ind.unit), 8, True)
-            + _cell(_pct(tp, ind.unit), 9, True)
+            + _cell(_figure(ind.post.value, ind.unit), 8, True)
+            + _cell(_figure(tp, ind.unit), 9, True)
         )
         say("  " + row)
     say("  truth 真值: the simulator's ground truth over the machines the agent measured (— where it has none);")

@@ -236,12 +236,13 @@ def _ingest_all(
 
 
 def test_processes_racing_on_the_same_messages_store_each_once_and_count_the_rest_as_duplicates(
-    tmp_path: Path,
+    store_target: Path | str,
 ) -> None:
-    db = tmp_path / "race.sqlite"
+    db = store_target
     messages = workload()[:300]
     ctx = multiprocessing.get_context("spawn")
     start, results = ctx.Barrier(WORKERS), ctx.Queue()
+    # the processes also open a new store together: one creates the schema, the others wait and find it
     procs = [ctx.Process(target=_ingest_all, args=(str(db), messages, start, results)) for _ in range(WORKERS)]
     for proc in procs:
         proc.start()

@@ -7,8 +7,6 @@ tests/test_ingest_store.py and tests/test_signing.py, run on each.
 
 from __future__ import annotations
 
-import multiprocessing
-from collections import Counter
 from datetime import timedelta
 from pathlib import Path
 
@@ -29,7 +27,6 @@ from tests.test_scale_out import (
     N,
     Publisher,
     Worker,
-    _ingest_all,
     assert_each_message_stored_once,
     broker,  # noqa: F401  (fixture)
     publisher,  # noqa: F401  (fixture)
@@ -66,25 +63,6 @@ def test_a_database_of_a_newer_schema_is_refused(postgres_url: str) -> None:
         db.execute("UPDATE schema_version SET version = %s", (SCHEMA_VERSION + 1,))
     with pytest.raises(RuntimeError, match=f"store schema version {SCHEMA_VERSION + 1}, expected {SCHEMA_VERSION}"):
         Store(postgres_url)
-
-
-def test_processes_racing_on_the_same_messages_store_each_once_in_postgresql(postgres_url: str) -> None:
-    messages = workload()[:300]
-    ctx = multiprocessing.get_context("spawn")
-    start, results = ctx.Barrier(WORKERS), ctx.Queue()
-    # the processes also create the schema together: one does, the others wait and find it
-    procs = [ctx.Process(target=_ingest_all, args=(postgres_url, messages, start, results)) for _ in range(WORKERS)]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-        assert proc.exitcode == 0
-    assert sum((Counter(o) for o in outcomes), Counter()) == Counter(stored=300, duplicate=300 * (WORKERS - 1))
-    with Store(postgres_url) as store:
-        assert sum(store.message_count(a) for a in AGENTS) == 300
-        assert store.duplicate_count == 300 * (WORKERS - 1)
-        assert store.dead_letters() == []
 
 
 @pytest.mark.integration

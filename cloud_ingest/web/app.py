@@ -21,7 +21,6 @@ from urllib.parse import quote, urlencode
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from jinja2 import Environment, PackageLoader, StrictUndefined
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
@@ -30,7 +29,7 @@ from cloud_ingest.dialect import StoreTarget
 from cloud_ingest.evidence import EvidenceReport, Lang, site_zone
 from cloud_ingest.projects import Project, UnknownProject
 from cloud_ingest.record import PdfUnavailable, render_pdf, write_csv
-from cloud_ingest.render import render_html
+from cloud_ingest.render import render_html, template_environment
 from cloud_ingest.report import ReportError, UnknownAgent
 from cloud_ingest.store import GapReport, StoreUnavailable
 from cloud_ingest.web import charts
@@ -134,13 +133,7 @@ def create_app(db_path: StoreTarget, *, auth: bool = True, cache_s: float = 30.0
     """The app over the store at `db_path`; with auth, every request needs an account of `edgeproof user`."""
     catalog = Catalog(db_path, max_age_s=cache_s)
     guard = BasicAuth(db_path) if auth else None
-    env = Environment(
-        loader=PackageLoader("cloud_ingest", "templates/web"),
-        autoescape=True,
-        undefined=StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_environment("templates/web")
     env.filters.update(pct=charts.pct)
     app = FastAPI(
         title="edgeproof evidence API",

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import threading
-from pathlib import Path
-from types import FrameType
 
-from cloud_ingest.dialect import StoreTarget, mask, store_target
+from cloud_ingest.cli import _add_common, _setup_logging, stop_on_signals
+from cloud_ingest.dialect import StoreTarget, mask
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1"
-DEFAULT_DB = Path("var/ingest.sqlite")
 
 
 class WebConfigError(RuntimeError):
@@ -101,22 +98,13 @@ def start_web(args: argparse.Namespace) -> WebServer | None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--db",
-        type=store_target,
-        default=DEFAULT_DB,
-        help=f"the ingest's store: a SQLite file or a postgresql:// URL (default: ./{DEFAULT_DB})",
-    )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    _add_common(parser)
     add_web_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until SIGTERM/SIGINT (exit 0); exit 2 when the app cannot start."""
-    if not logging.getLogger().handlers:
-        from edgeproof.logs import setup_logging
-
-        setup_logging(args.log_level)
+    _setup_logging(args.log_level)
     if args.http_port is None:
         print("web: error: give --http-port", file=sys.stderr)
         return 2
@@ -126,20 +114,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"web: error: {exc}", file=sys.stderr)
         return 2
     assert web is not None
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while not stop.wait(0.5):
-            if not web.thread.is_alive():  # e.g. the port was taken
-                print(f"web: error: the server stopped (port {args.http_port} in use?)", file=sys.stderr)
-                return 1
-        return 0
-    finally:
-        web.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals() as stop:
+        try:
+            while not stop.wait(0.5):
+                if not web.thread.is_alive():  # e.g. the port was taken
+                    print(f"web: error: the server stopped (port {args.http_port} in use?)", file=sys.stderr)
+                    return 1
+            return 0
+        finally:
+            web.stop()
